@@ -1,0 +1,1 @@
+"""Configs: `get_config(arg)` returns a locked ml_collections.ConfigDict."""

@@ -1,0 +1,1 @@
+"""Pure jax.numpy kernels: no flax, optax, orbax or I/O."""

@@ -1,0 +1,1 @@
+"""The runtime every launcher shares: mesh, state, step, checkpoints, metrics, progress, config."""

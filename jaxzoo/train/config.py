@@ -1,0 +1,154 @@
+"""Configs and the launcher command line.
+
+Every launcher is called as::
+
+    python -m experiments.<paper> --config=experiments/configs/<paper>.py:<variant> \
+        --workdir=DIR [--config.key=value ...] [--other_flag=value ...]
+
+`experiments/configs/<paper>.py` defines `get_config(arg)` returning a locked
+`ml_collections.ConfigDict`. Overrides are parsed to the type of the value they replace, and a
+key that does not exist is an error that names it and lists the valid keys: a typo never trains
+silently with the default. We parse the command line ourselves rather than through absl flags so
+that launchers can be called twice in one process (tests, colabs) without global flag state.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import pathlib
+from typing import Any, Iterable, Mapping, Sequence
+
+import ml_collections
+
+REQUIRED_KEYS = ("seed", "total_steps", "batch_size", "log_every", "checkpoint_every")
+
+
+class ConfigError(ValueError):
+    """A config file, variant or override is invalid."""
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`."""
+    path, _, arg = spec.partition(":")
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_jaxzoo_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config(arg)")
+    config = module.get_config(arg or None)
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ConfigError(f"config {spec!r} lacks the required keys {missing}")
+    return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """All leaf keys of a ConfigDict in dotted form, sorted."""
+    keys = []
+    for name, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return sorted(keys)
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"--config.{key}={text!r}: expected a boolean (true/false)")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if current is None:
+            return text
+        raise ConfigError(
+            f"--config.{key}={text!r}: expected a {type(current).__name__} like {current!r}"
+        ) from None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if current is not None and not isinstance(value, type(current)):
+        raise ConfigError(
+            f"--config.{key}={text!r}: expected a {type(current).__name__} like {current!r}"
+        )
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
+    """Sets dotted `key -> text` overrides in place, parsing text to the existing type."""
+    valid = flat_keys(config)
+    for key, text in overrides.items():
+        if key not in valid:
+            raise ConfigError(
+                f"unknown config key {key!r}; valid keys are: {', '.join(valid)}"
+            )
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        node[leaf] = _parse_value(text, node[leaf], key)
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+@dataclasses.dataclass
+class LauncherArgs:
+    config: ml_collections.ConfigDict
+    workdir: pathlib.Path
+    flags: dict[str, str]
+
+
+def parse_launcher_args(argv: Sequence[str], flags: Iterable[str] = ()) -> LauncherArgs:
+    """Parses a launcher command line.
+
+    Args:
+      argv: arguments without the program name.
+      flags: extra `--name[=value]` flags the launcher accepts (a bare `--name` means "true").
+
+    Returns:
+      The config with overrides applied (and locked), the workdir and the extra flags given.
+    """
+    allowed = set(flags)
+    config_spec, workdir, overrides, extra = None, None, {}, {}
+    usage = (
+        "usage: --config=path/to/config.py:variant --workdir=DIR [--config.key=value ...]"
+        + "".join(f" [--{f}]" for f in sorted(allowed))
+    )
+    for arg in argv:
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; {usage}")
+        name, has_value, value = arg[2:].partition("=")
+        if name == "config":
+            config_spec = value
+        elif name == "workdir":
+            workdir = value
+        elif name.startswith("config."):
+            if not has_value:
+                raise ConfigError(f"{arg!r} needs a value: --{name}=VALUE")
+            overrides[name[len("config."):]] = value
+        elif name in allowed:
+            extra[name] = value if has_value else "true"
+        else:
+            raise ConfigError(f"unknown flag --{name}; {usage}")
+    if not config_spec or not workdir:
+        raise ConfigError(f"--config and --workdir are required; {usage}")
+    config = load_config(config_spec)
+    apply_overrides(config, overrides)
+    config.lock()
+    return LauncherArgs(config=config, workdir=pathlib.Path(workdir), flags=extra)

@@ -1,0 +1,194 @@
+"""The training loop every launcher runs: restore-or-init, step, log, checkpoint, stop cleanly.
+
+    result = train(config, workdir, Task(init_params, loss_fn, tx, loader))
+
+Config keys read: `seed`, `total_steps`, `batch_size`, `log_every`, `checkpoint_every`, and
+optionally `keep_checkpoints` (3), `fsdp` (False), `ema_decay` (None).
+
+Guarantees:
+  * Running again with the same workdir resumes from the newest readable checkpoint and
+    replays exactly the batches and randomness of an uninterrupted run.
+  * SIGTERM / SIGINT save a checkpoint at the next step boundary; `train` then returns with
+    `preempted=True` (a launcher exits 0). A second SIGINT interrupts at once.
+  * A non-finite loss raises `NonFiniteLossError` naming the step and the non-finite terms; no
+    checkpoint of the bad state is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import signal
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from jaxzoo.train import checkpoint as checkpoint_lib
+from jaxzoo.train import mesh as mesh_lib
+from jaxzoo.train import metrics as metrics_lib
+from jaxzoo.train import config as config_lib
+from jaxzoo.train.progress import progress
+from jaxzoo.train.state import (TrainState, abstract_state_and_shardings, create_state,
+                                make_init_fn, num_params)
+from jaxzoo.train.step import LossFn, make_train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or one of its terms, or a gradient norm) became inf or nan."""
+
+
+@dataclasses.dataclass
+class Task:
+    """What a launcher gives the loop.
+
+    init_params: `key -> params`.
+    loss_fn: `(params, batch, key) -> (loss, {term: scalar})`.
+    tx: the optax optimizer (its schedule counts steps).
+    loader: has `batch(step) -> local batch dict`, `state(step)` and `check_state(state, step)`
+      (see `jaxzoo.data.pipeline.StepIndexedLoader`).
+    """
+
+    init_params: Callable[[jax.Array], Any]
+    loss_fn: LossFn
+    tx: optax.GradientTransformation
+    loader: Any
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    step: int
+    preempted: bool
+    mesh: jax.sharding.Mesh
+
+
+class PreemptionGuard:
+    """Turns SIGTERM/SIGINT into a flag checked at step boundaries (all processes agree)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self._flag = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self._flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self._flag = True
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+    def should_stop(self) -> bool:
+        if jax.process_count() == 1:
+            return self._flag
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.asarray(self._flag, np.int32))
+        return bool(np.any(flags))
+
+
+_DIAGNOSTICS = ("grad_norm", "update_norm")
+
+
+def _check_finite(step: int, metrics) -> None:
+    if bool(metrics["finite"]):
+        return
+    host = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"}
+    bad = sorted((k in _DIAGNOSTICS, k) for k, v in host.items() if not np.isfinite(v))
+    raise NonFiniteLossError(
+        f"non-finite value at step {step} in {', '.join(k for _, k in bad)} "
+        f"(all metrics: {host}); stopping without writing a checkpoint of this state")
+
+
+def _log_row(metrics, steps_per_s: Optional[float]) -> dict:
+    row = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}
+    if steps_per_s is not None:
+        row["steps_per_s"] = steps_per_s
+    return row
+
+
+def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = None,
+          hooks: Sequence[Callable[[int, TrainState], None]] = ()) -> TrainResult:
+    """Trains `task` for `config.total_steps` steps in `workdir` (resuming if possible).
+
+    `hooks` are called as `hook(step, state)` after every step (step = steps completed).
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config_lib.to_json(config) + "\n")
+    mesh = mesh or mesh_lib.make_mesh()
+    mesh_lib.check_batch_size(config.batch_size, mesh)
+    ema_decay = config.get("ema_decay", None)
+
+    init_key, step_key = jax.random.split(jax.random.key(config.seed))
+    init_fn = make_init_fn(task.init_params, task.tx, ema=ema_decay is not None)
+    abstract, shardings = abstract_state_and_shardings(init_fn, init_key, mesh,
+                                                       fsdp=config.get("fsdp", False))
+    ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3))
+    restored = ckpt.restore_latest(abstract)
+    if restored is None:
+        start, state = 0, create_state(init_fn, init_key, shardings)
+    else:
+        start, state, data_state = restored
+        task.loader.check_state(data_state, start)
+    print(f"[jaxzoo] {num_params(abstract.params):,} parameters on {mesh.devices.size} device(s); "
+          + (f"resuming at step {start}" if start else "starting from scratch"), flush=True)
+
+    step_fn = make_train_step(task.loss_fn, task.tx, shardings, ema_decay=ema_decay)
+    writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+    total = config.total_steps
+    step, preempted, pending = start, False, None
+    last_time, last_step = time.perf_counter(), start
+
+    def save(at_step: int) -> None:
+        ckpt.save(at_step, state, task.loader.state(at_step))
+
+    try:
+        with PreemptionGuard() as guard, progress(total, initial=start) as bar:
+            while step < total:
+                batch = mesh_lib.make_global_batch(task.loader.batch(step), mesh)
+                state, metrics = step_fn(state, batch, step_key)
+                if pending is not None:  # check the previous step while this one runs
+                    _check_finite(*pending)
+                step += 1
+                pending = (step, metrics)
+                for hook in hooks:
+                    hook(step, state)
+                stop = guard.should_stop()
+                if step % config.log_every == 0 or step == total or stop:
+                    _check_finite(*pending)
+                    now = time.perf_counter()
+                    rate = (step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, step
+                    writer.write(step, _log_row(metrics, rate))
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.4g}", refresh=False)
+                if step % config.checkpoint_every == 0 or step == total or stop:
+                    _check_finite(*pending)
+                    save(step)
+                bar.update(1)
+                if stop:
+                    preempted = True
+                    print(f"[jaxzoo] signal received: saved step {step}, exiting", flush=True)
+                    break
+            if pending is not None:
+                _check_finite(*pending)
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return TrainResult(state=state, step=step, preempted=preempted, mesh=mesh)

@@ -1,0 +1,89 @@
+"""Metric writing: JSON lines plus TensorBoard event files, from process 0 only.
+
+`DIR/metrics.jsonl` gets one JSON object per logged step (`{"step": ..., "loss": ..., ...}`);
+`DIR/tensorboard/` gets event files written by tensorboardX (no TensorFlow needed). On a
+resumed run both are appended to; entries past the restored step are dropped first so a crash
+between a log line and the next checkpoint never leaves duplicate steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+def _scalar(v: Any):
+    v = np.asarray(v)
+    if v.dtype == bool:
+        return bool(v)
+    if np.issubdtype(v.dtype, np.integer):
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else repr(f)  # JSON has no inf/nan
+
+
+class MetricWriter:
+    """Writes scalars to `workdir/metrics.jsonl` and TensorBoard; a no-op off process 0."""
+
+    def __init__(self, workdir, resume_step: int = 0, tensorboard: bool = True):
+        self.active = jax.process_index() == 0
+        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if not self.active:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._truncate_after(resume_step)
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines()
+        kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            self.path.write_text("".join(l + "\n" for l in kept))
+
+    def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
+        row = {"step": int(step), **{k: _scalar(v) for k, v in scalars.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(workdir) -> list[dict]:
+    """Reads back `metrics.jsonl` as a list of dicts."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def write_json(path, obj: Mapping[str, Any]) -> None:
+    """Writes a flat JSON object atomically (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    path = pathlib.Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({k: (_scalar(v) if np.ndim(v) == 0 and not isinstance(v, str) else v)
+                               for k, v in obj.items()}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,129 @@
+"""The VAE launcher end to end, run the way users run it (subprocesses) where it matters."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, free_port, launcher_env, read_jsonl
+
+CONFIG = "experiments/configs/vae.py:cpu"
+TINY_EVAL = ["--config.eval.num_importance_samples=10", "--config.eval.chunk_size=10",
+             "--config.eval.max_examples=20"]
+
+
+def _saved_arrays(workdir, step):
+    tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+    import jax
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_smoke_writes_every_artifact_and_resumes(run_launcher, tmp_path):
+    args = ["--config.total_steps=20", "--config.log_every=5", "--config.checkpoint_every=10", *TINY_EVAL]
+    run_launcher("experiments.vae", CONFIG, tmp_path, *args)
+    assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 20
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [5, 10, 15, 20] and all("loss" in r for r in rows)
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["test_elbo"] > 0 and ev["test_nll_iwae_10"] > 0
+    assert ev["test_nll_iwae_10"] < ev["test_elbo"] + 1.0  # a (noisy) tighter bound
+    for name in ("samples.png", "reconstructions.png"):
+        assert (tmp_path / name).stat().st_size > 100
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
+    proc = run_launcher("experiments.vae", CONFIG, tmp_path, *args[1:], "--config.total_steps=30")
+    assert "resuming at step 20" in proc.stdout
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [5, 10, 15, 20, 25, 30]
+
+
+def test_unknown_key_and_indivisible_batch_are_clear_errors(run_launcher, tmp_path):
+    proc = run_launcher("experiments.vae", CONFIG, tmp_path, "--config.optim.learning_rate=1", check=False)
+    assert proc.returncode != 0
+    assert "unknown config key 'optim.learning_rate'" in proc.stderr and "optim.lr" in proc.stderr
+    proc = run_launcher("experiments.vae", CONFIG, tmp_path / "b", "--config.batch_size=100",
+                        num_devices=8, check=False)
+    assert proc.returncode != 0
+    assert "batch_size=100 must be a positive multiple of the device count 8" in proc.stderr
+    assert not (tmp_path / "b" / "checkpoints").exists() or not any((tmp_path / "b" / "checkpoints").iterdir())
+
+
+def test_sigterm_then_resume_gives_bit_identical_parameters(tmp_path):
+    """40 steps straight vs 20 steps, SIGTERM, resume to 40 (in process, signal sent at step 20)."""
+    from experiments import vae
+    from jaxzoo.train import config as config_lib
+
+    config = config_lib.load_config(str(REPO / "experiments/configs/vae.py") + ":cpu")
+    config_lib.apply_overrides(config, {"total_steps": "40", "checkpoint_every": "15",
+                                        "eval.num_importance_samples": "10", "eval.chunk_size": "10",
+                                        "eval.max_examples": "20"})
+
+    def sigterm_at_20(step, state):
+        if step == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    straight = vae.train_and_evaluate(config, tmp_path / "straight")
+    assert vae.train_and_evaluate(config, tmp_path / "resumed", hooks=[sigterm_at_20]) is None
+    assert (tmp_path / "resumed" / "checkpoints" / "20").is_dir()
+    resumed = vae.train_and_evaluate(config, tmp_path / "resumed")
+    for a, b in zip(_saved_arrays(tmp_path / "straight", 40), _saved_arrays(tmp_path / "resumed", 40)):
+        np.testing.assert_array_equal(a, b)
+    assert straight == resumed
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_saves_and_exits_zero(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.vae", f"--config={CONFIG}", f"--workdir={tmp_path}",
+           "--config.total_steps=1000000", "--config.log_every=10", *TINY_EVAL]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=launcher_env(1), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and f"saved step {saved[0]}" in out
+    assert not (tmp_path / "eval.json").exists()
+
+
+def _losses(workdir):
+    return np.array([r["loss"] for r in read_jsonl(workdir / "metrics.jsonl")])
+
+
+TEN_STEPS = ["--config.total_steps=10", "--config.log_every=1", "--config.batch_size=96",
+             "--config.checkpoint_every=5", *TINY_EVAL]
+
+
+@pytest.mark.slow
+def test_eight_devices_give_the_same_losses_as_one(run_launcher, tmp_path):
+    run_launcher("experiments.vae", CONFIG, tmp_path / "one", *TEN_STEPS, num_devices=1)
+    proc = run_launcher("experiments.vae", CONFIG, tmp_path / "eight", *TEN_STEPS, num_devices=8)
+    assert "on 8 device(s)" in proc.stdout
+    one, eight = _losses(tmp_path / "one"), _losses(tmp_path / "eight")
+    assert len(one) == 10
+    np.testing.assert_allclose(eight, one, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_losses_as_one(run_launcher, tmp_path):
+    run_launcher("experiments.vae", CONFIG, tmp_path / "single", *TEN_STEPS)
+    port = free_port()
+    cmd = [sys.executable, "-m", "experiments.vae", f"--config={CONFIG}",
+           f"--workdir={tmp_path / 'multi'}", *TEN_STEPS]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=launcher_env(1, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                               JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i))
+             for i in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    assert "on 2 device(s)" in outs[0][0]
+    np.testing.assert_allclose(_losses(tmp_path / "multi"), _losses(tmp_path / "single"), rtol=1e-5)
