@@ -146,7 +146,9 @@ def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = No
     else:
         start, state, data_state = restored
         task.loader.check_state(data_state, start)
-    print(f"[jaxzoo] {num_params(abstract.params):,} parameters on {mesh.devices.size} device(s); "
+    sharded = sum(not s.is_fully_replicated for s in jax.tree.leaves(shardings))
+    print(f"[jaxzoo] {num_params(abstract.params):,} parameters on {mesh.devices.size} device(s), "
+          f"{sharded} state arrays sharded; "
           + (f"resuming at step {start}" if start else "starting from scratch"), flush=True)
 
     step_fn = make_train_step(task.loss_fn, task.tx, shardings, ema_decay=ema_decay)

@@ -103,13 +103,22 @@ TEN_STEPS = ["--config.total_steps=10", "--config.log_every=1", "--config.batch_
 
 
 @pytest.mark.slow
-def test_eight_devices_give_the_same_losses_as_one(run_launcher, tmp_path):
-    run_launcher("experiments.vae", CONFIG, tmp_path / "one", *TEN_STEPS, num_devices=1)
-    proc = run_launcher("experiments.vae", CONFIG, tmp_path / "eight", *TEN_STEPS, num_devices=8)
-    assert "on 8 device(s)" in proc.stdout
+def test_eight_devices_with_fsdp_match_one_device_and_restore_onto_one(run_launcher, tmp_path):
+    # 256-wide layers are large enough for the FSDP rule to shard them (and their Adam moments).
+    # (constant lr: the cosine schedule depends on total_steps, which differs between the runs)
+    wide = ["--config.model.hidden=(256, 256)", "--config.fsdp=true", "--config.optim.schedule=constant"]
+    run_launcher("experiments.vae", CONFIG, tmp_path / "one", *TEN_STEPS, *wide,
+                 "--config.total_steps=15", num_devices=1)
+    proc = run_launcher("experiments.vae", CONFIG, tmp_path / "eight", *TEN_STEPS, *wide, num_devices=8)
+    assert "on 8 device(s), 6 state arrays sharded" in proc.stdout
     one, eight = _losses(tmp_path / "one"), _losses(tmp_path / "eight")
-    assert len(one) == 10
-    np.testing.assert_allclose(eight, one, rtol=1e-5)
+    assert len(one) == 15 and len(eight) == 10
+    np.testing.assert_allclose(eight, one[:10], rtol=1e-5)
+    # The checkpoint saved on 8 devices (FSDP-sharded) restores onto 1 device and continues.
+    proc = run_launcher("experiments.vae", CONFIG, tmp_path / "eight", *TEN_STEPS, *wide,
+                        "--config.total_steps=15", num_devices=1)
+    assert "resuming at step 10" in proc.stdout
+    np.testing.assert_allclose(_losses(tmp_path / "eight"), one, rtol=1e-5)
 
 
 @pytest.mark.slow
