@@ -121,6 +121,35 @@ def _log_row(metrics, steps_per_s: Optional[float]) -> dict:
     return row
 
 
+def _state_layout(config, task: Task, mesh):
+    """Keys, init function, abstract state and shardings: everything derived from the config."""
+    init_key, step_key = jax.random.split(jax.random.key(config.seed))
+    init_fn = make_init_fn(task.init_params, task.tx, ema=config.get("ema_decay", None) is not None)
+    abstract, shardings = abstract_state_and_shardings(init_fn, init_key, mesh,
+                                                       fsdp=config.get("fsdp", False))
+    return init_key, step_key, init_fn, abstract, shardings
+
+
+def restore_state(config, workdir, task: Task, mesh: Optional[jax.sharding.Mesh] = None):
+    """The newest checkpoint in `workdir` as `(step, TrainState)`, for evaluation or rendering.
+
+    Raises FileNotFoundError (naming the directory) when there is no checkpoint yet.
+    """
+    mesh = mesh or mesh_lib.make_mesh()
+    abstract = _state_layout(config, task, mesh)[3]
+    directory = pathlib.Path(workdir) / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoint in {directory}: train first (same --workdir)")
+    ckpt = checkpoint_lib.Checkpointer(directory)
+    try:
+        restored = ckpt.restore_latest(abstract)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}: train first (same --workdir)")
+    return restored[0], restored[1]
+
+
 def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = None,
           hooks: Sequence[Callable[[int, TrainState], None]] = ()) -> TrainResult:
     """Trains `task` for `config.total_steps` steps in `workdir` (resuming if possible).
@@ -135,10 +164,7 @@ def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = No
     mesh_lib.check_batch_size(config.batch_size, mesh)
     ema_decay = config.get("ema_decay", None)
 
-    init_key, step_key = jax.random.split(jax.random.key(config.seed))
-    init_fn = make_init_fn(task.init_params, task.tx, ema=ema_decay is not None)
-    abstract, shardings = abstract_state_and_shardings(init_fn, init_key, mesh,
-                                                       fsdp=config.get("fsdp", False))
+    init_key, step_key, init_fn, abstract, shardings = _state_layout(config, task, mesh)
     ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3))
     restored = ckpt.restore_latest(abstract)
     if restored is None:
