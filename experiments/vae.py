@@ -29,38 +29,38 @@ from jaxzoo.train.progress import progress
 
 
 def load_data(config):
-    """Returns (train {"p": [N, D]}, test {"x": [M, D]}, image shape).
+    """Returns (train source, test {"x": [M, D]}, image shape, transform).
 
-    `p` holds pixel intensities in [0, 1]; with static binarisation they are already 0/1, with
-    dynamic binarisation each batch samples x ~ Bernoulli(p) (Burda et al. Sec. 5). The test set
-    is binarised once with a fixed seed so every evaluation scores the same data.
+    The train source yields `image` rows; `transform(batch, rng)` turns a batch of them into
+    `{"x": [B, D]}` in [0, 1]: thresholded at 0.5 (static binarisation) or sampled as
+    x ~ Bernoulli(intensity) afresh for every batch (dynamic, Burda et al. Sec. 5). The test set
+    is binarised once with a fixed seed so every evaluation scores the same data. MNIST is read
+    from its TFDS data source row by row (each process reads only its shard); digits are small
+    enough to hold in memory.
     """
     data_dir = config.data.data_dir or None
     if config.data.name == "digits":
         train, test = digits.load("train", data_dir), digits.load("test", data_dir)
         max_value = digits.MAX_VALUE
     elif config.data.name == "mnist":
-        train, test = (pipeline.to_arrays(tfds_utils.data_source("mnist", s, data_dir), keys=("image",))
-                       for s in ("train", "test"))
+        train = tfds_utils.data_source("mnist", "train", data_dir)
+        test = pipeline.to_arrays(tfds_utils.data_source("mnist", "test", data_dir), keys=("image",))
         max_value = 255
     else:
         raise ValueError(f"data.name={config.data.name!r}; allowed: 'digits', 'mnist'")
-    shape = train["image"].shape[1:]
-    flat = lambda a: a["image"].reshape(len(a["image"]), -1).astype(np.float32) / max_value
-    p_train, p_test = flat(train), flat(test)
-    if config.data.binarize == "static":
-        p_train, x_test = (p_train >= 0.5).astype(np.float32), (p_test >= 0.5).astype(np.float32)
-    elif config.data.binarize == "dynamic":
-        x_test = (np.random.default_rng(123).random(p_test.shape) < p_test).astype(np.float32)
-    else:
+    if config.data.binarize not in ("static", "dynamic"):
         raise ValueError(f"data.binarize={config.data.binarize!r}; allowed: 'static', 'dynamic'")
-    return {"p": p_train}, {"x": x_test}, shape
-
-
-def _binarize_transform(config):
-    if config.data.binarize != "dynamic":
-        return lambda batch, rng: {"x": batch["p"]}
-    return lambda batch, rng: {"x": (rng.random(batch["p"].shape) < batch["p"]).astype(np.float32)}
+    shape = test["image"].shape[1:]
+    flat = lambda images: images.reshape(len(images), -1).astype(np.float32) / max_value
+    p_test = flat(test["image"])
+    if config.data.binarize == "static":
+        x_test = (p_test >= 0.5).astype(np.float32)
+        transform = lambda batch, rng: {"x": (flat(batch["image"]) >= 0.5).astype(np.float32)}
+    else:
+        x_test = (np.random.default_rng(123).random(p_test.shape) < p_test).astype(np.float32)
+        transform = lambda batch, rng: {
+            "x": (rng.random((len(batch["image"]), p_test.shape[1])) < flat(batch["image"])).astype(np.float32)}
+    return train, {"x": x_test}, shape, transform
 
 
 def make_optimizer(config):
@@ -132,11 +132,11 @@ def save_pictures(model: VAE, params, x_test, shape, workdir, key) -> None:
 def train_and_evaluate(config, workdir, hooks=()):
     """Trains, then evaluates and writes eval.json. Returns the eval dict (None if preempted)."""
     workdir = pathlib.Path(workdir)
-    train, test, shape = load_data(config)
-    data_dim = train["p"].shape[1]
+    train, test, shape, transform = load_data(config)
+    data_dim = test["x"].shape[1]
     model = make_model(config, data_dim)
     loader = pipeline.StepIndexedLoader(train, config.batch_size, seed=config.seed,
-                                        transform=_binarize_transform(config))
+                                        transform=transform, keys=("image",))
     task = loop.Task(
         init_params=lambda key: model.init(key, jnp.zeros((1, data_dim)), key),
         loss_fn=lambda params, batch, key: negative_elbo(model, params, batch["x"], key),

@@ -13,6 +13,11 @@ from conftest import REPO, launcher_env
 # Per notebook: replacement source for the cell tagged "parameters".
 SMOKE_PARAMETERS = {
     "vae.ipynb": "TOTAL_STEPS = 30\nEVAL_SAMPLES = 10\n",
+    "nerf.ipynb": (
+        "TOTAL_STEPS = 4\n"
+        "OVERRIDES = {'data.image_size': '16', 'model.depth': '2', 'model.width': '16', "
+        "'model.skips': '(1,)', 'model.num_coarse': '8', 'model.num_fine': '8', 'batch_size': '64', "
+        "'log_every': '2', 'checkpoint_every': '2', 'eval.max_views': '2', 'video.num_frames': '2'}\n"),
 }
 
 

@@ -47,25 +47,36 @@ def to_arrays(source: Sequence[Mapping[str, Any]], keys: Optional[Sequence[str]]
 
 
 class StepIndexedLoader:
-    """Batches of an in-memory dataset (dict of arrays with a common leading axis) by step.
+    """Batches of a dataset by step.
 
     Args:
-      arrays: the dataset, `{name: [num_examples, ...]}`.
+      data: either an in-memory dataset, `{name: [num_examples, ...]}`, or a random-access
+        source of example dicts (e.g. a TFDS data source: `len()` and `__getitems__` or
+        `__getitem__`), from which each process reads only the rows of its own shard.
       batch_size: the GLOBAL batch size (over all processes).
       seed: shuffling seed.
       transform: optional `fn(batch_dict, rng) -> batch_dict` applied per local batch, with an
         `np.random.Generator` seeded by `(seed, step, process)` (e.g. dynamic binarisation).
       process_index, process_count: this process's shard (default: from JAX).
+      keys: with a source, the features to keep (default: all).
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, seed: int = 0,
+    def __init__(self, data, batch_size: int, seed: int = 0,
                  transform: Optional[Callable[[dict, np.random.Generator], dict]] = None,
-                 process_index: Optional[int] = None, process_count: Optional[int] = None):
-        sizes = {k: len(v) for k, v in arrays.items()}
-        if len(set(sizes.values())) != 1:
-            raise ValueError(f"arrays have different lengths: {sizes}")
-        self.arrays = dict(arrays)
-        self.num_examples = next(iter(sizes.values()))
+                 process_index: Optional[int] = None, process_count: Optional[int] = None,
+                 keys: Optional[Sequence[str]] = None):
+        if isinstance(data, Mapping):
+            sizes = {k: len(v) for k, v in data.items()}
+            if len(set(sizes.values())) != 1:
+                raise ValueError(f"arrays have different lengths: {sizes}")
+            self.arrays, self.source = dict(data), None
+            self.num_examples = next(iter(sizes.values()))
+        else:
+            self.arrays, self.source = None, data
+            self.num_examples = len(data)
+        if self.num_examples == 0:
+            raise ValueError("the dataset is empty")
+        self.keys = keys
         self.batch_size = batch_size
         self.seed = seed
         self.transform = transform
@@ -76,12 +87,19 @@ class StepIndexedLoader:
                 f"batch_size={batch_size} must be divisible by the process count {self.process_count}")
         self.local_batch_size = batch_size // self.process_count
 
+    def _read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        if self.arrays is not None:
+            return {k: v[idx] for k, v in self.arrays.items()}
+        getitems = getattr(self.source, "__getitems__", None)
+        records = getitems(idx.tolist()) if getitems else [self.source[int(i)] for i in idx]
+        keys = self.keys or list(records[0].keys())
+        return {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
+
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of the global batch of `step`."""
         idx = global_batch_indices(step, self.batch_size, self.num_examples, self.seed)
         lo = self.process_index * self.local_batch_size
-        idx = idx[lo:lo + self.local_batch_size]
-        out = {k: v[idx] for k, v in self.arrays.items()}
+        out = self._read(idx[lo:lo + self.local_batch_size])
         if self.transform is not None:
             rng = np.random.default_rng([self.seed, step, self.process_index, 1])
             out = self.transform(out, rng)

@@ -136,3 +136,13 @@ def test_two_processes_give_the_same_losses_as_one(run_launcher, tmp_path):
         assert p.returncode == 0, err[-4000:]
     assert "on 2 device(s)" in outs[0][0]
     np.testing.assert_allclose(_losses(tmp_path / "multi"), _losses(tmp_path / "single"), rtol=1e-5)
+
+
+def test_paper_variant_without_mnist_says_how_to_prepare_it(tmp_path):
+    from experiments import vae
+    from jaxzoo.train import config as config_lib
+
+    config = config_lib.load_config(str(REPO / "experiments/configs/vae.py") + ":paper")
+    config_lib.apply_overrides(config, {"data.data_dir": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="tfds build mnist --file_format=array_record"):
+        vae.load_data(config)

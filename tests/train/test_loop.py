@@ -76,3 +76,51 @@ def test_resume_with_other_batch_size_is_refused(tmp_path):
     loop.train(tiny_task.config(total_steps=4), tmp_path, tiny_task.task())
     with pytest.raises(ValueError, match="data position does not match"):
         loop.train(tiny_task.config(total_steps=8, batch_size=4), tmp_path, tiny_task.task(batch_size=4))
+
+
+class _CountingSource:
+    """A random-access source of example dicts that records which rows were read."""
+
+    def __init__(self, arrays):
+        self.arrays, self.read = arrays, []
+
+    def __len__(self):
+        return len(next(iter(self.arrays.values())))
+
+    def __getitems__(self, idx):
+        self.read.extend(idx)
+        return [{k: v[i] for k, v in self.arrays.items()} for i in idx]
+
+
+def test_source_loader_matches_arrays_and_reads_only_its_own_rows():
+    arrays = tiny_task.task().loader.arrays
+    from jaxzoo.data.pipeline import StepIndexedLoader
+    whole = StepIndexedLoader(arrays, 8, seed=0).batch(2)
+    source = _CountingSource(arrays)
+    half = StepIndexedLoader(source, 8, seed=0, process_index=1, process_count=2).batch(2)
+    np.testing.assert_array_equal(half["x"], whole["x"][4:])
+    assert sorted(source.read) == sorted(global_batch_indices(2, 8, 40, 0)[4:])
+
+
+def test_ema_params_follow_the_exponential_moving_average(tmp_path):
+    decay = 0.9
+    history = []
+    result = loop.train(tiny_task.config(total_steps=3, ema_decay=decay), tmp_path, tiny_task.task(),
+                        hooks=[lambda step, state: history.append(jax.device_get(state.params))])
+    init = tiny_task.task().init_params(jax.random.split(jax.random.key(0))[0])
+    expected = jax.device_get(init)
+    for params in history:
+        expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, expected, params)
+    for e, got in zip(jax.tree.leaves(expected), jax.tree.leaves(result.state.ema_params)):
+        np.testing.assert_allclose(got, e, rtol=1e-6)
+
+
+def test_sigint_also_saves_and_stops(tmp_path):
+    def sigint_at_3(step, state):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = loop.train(tiny_task.config(), tmp_path, tiny_task.task(), hooks=[sigint_at_3])
+    assert result.preempted and result.step == 3
+    assert 3 in ckpt_lib.Checkpointer(tmp_path / "checkpoints").all_steps()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
