@@ -213,11 +213,7 @@ def train_and_evaluate(config, workdir, hooks=()):
 
 
 def main(argv):
-    mesh_lib.initialize_distributed()
-    try:
-        args = config_lib.parse_launcher_args(argv[1:], flags=("render_video",))
-    except config_lib.ConfigError as e:
-        sys.exit(f"error: {e}")
+    args = config_lib.cli(argv, flags=("render_video",))
     if args.flags.get("render_video", "false").lower() in ("true", "1", "yes"):
         try:
             render_video(args.config, args.workdir)

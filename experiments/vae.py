@@ -158,11 +158,7 @@ def train_and_evaluate(config, workdir, hooks=()):
 
 
 def main(argv):
-    mesh_lib.initialize_distributed()
-    try:
-        args = config_lib.parse_launcher_args(argv[1:])
-    except config_lib.ConfigError as e:
-        sys.exit(f"error: {e}")
+    args = config_lib.cli(argv)
     train_and_evaluate(args.config, args.workdir)
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import importlib.util
 import json
 import pathlib
+import sys
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
@@ -28,6 +29,19 @@ REQUIRED_KEYS = ("seed", "total_steps", "batch_size", "log_every", "checkpoint_e
 
 class ConfigError(ValueError):
     """A config file, variant or override is invalid."""
+
+
+def base_config(variant: str | None, variants: Sequence[str]) -> ml_collections.ConfigDict:
+    """The keys every launcher's config starts from, for a validated `variant`.
+
+    `variant` None means the first of `variants`. Sets `variant`, `seed`, `keep_checkpoints`,
+    `fsdp` and `ema_decay` (None: no EMA); the paper's config adds the rest.
+    """
+    variant = variant or variants[0]
+    if variant not in variants:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {tuple(variants)}")
+    return ml_collections.ConfigDict(dict(variant=variant, seed=0, keep_checkpoints=3, fsdp=False,
+                                          ema_decay=None))
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -152,3 +166,16 @@ def parse_launcher_args(argv: Sequence[str], flags: Iterable[str] = ()) -> Launc
     apply_overrides(config, overrides)
     config.lock()
     return LauncherArgs(config=config, workdir=pathlib.Path(workdir), flags=extra)
+
+
+def cli(argv: Sequence[str], flags: Iterable[str] = ()) -> LauncherArgs:
+    """A launcher's entry: joins a multi-host run if the environment says so, then parses
+    `argv[1:]`; a bad command line exits with its message and status 2 (no traceback)."""
+    from jaxzoo.train import mesh  # late: configs import this module without touching JAX
+
+    mesh.initialize_distributed()
+    try:
+        return parse_launcher_args(argv[1:], flags)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
