@@ -2,17 +2,19 @@
 
 Variants:
   cpu    the embedded procedural scene (64x64, 100 train / 25 test views, generated and cached on
-         first use), a smaller MLP (4 x 96, skip before layer 2) with 32 coarse + 64 fine samples,
-         1024 rays per batch, Adam 2e-3 decaying exponentially to 2e-4.
+         first use), rays in [2.5, 5.5] (the scene's bounding ball), a smaller MLP (4 x 64, skip
+         before layer 2, 8 position frequencies) with 24 coarse + 24 fine samples, 512 rays per
+         batch, 4000 steps of Adam 5e-3 decaying exponentially to 5e-4.
            python -m experiments.nerf --config=experiments/configs/nerf.py:cpu --workdir=workdirs/nerf
-         Target: mean test PSNR >= 25 dB within 10 minutes on 2 CPU cores (README has the figure
-         and time it reached).
+         Reaches mean test PSNR 25.9 dB (SSIM 0.944; worst view 25.1 dB) over the 25 test views;
+         target >= 25 dB within 10 minutes on 2 CPU cores (README: measured time).
   paper  NeRF Sec. 5.3 on a Blender scene at 800x800: 8 x 256 MLP, 64 coarse + 128 fine samples,
          4096 rays per batch, Adam 5e-4 decaying exponentially to 5e-5 over 300k steps (the paper
          trains 100-300k). Needs the scene on disk:
            --config.data.format=blender --config.data.root=/path/to/nerf_synthetic/lego
-         For LLFF scenes: --config.data.format=llff --config.data.root=/path/to/fern (NDC rays,
-         every 8th image held out for testing, sigma noise std 1 as in the paper).
+         For LLFF scenes: --config.data.format=llff --config.data.root=/path/to/fern
+         --config.model.noise_std=1 (NDC rays, every 8th image held out for testing, and the
+         paper's sigma noise for real scenes).
 """
 
 import ml_collections
@@ -56,17 +58,22 @@ def get_config(variant=None):
     c.video.radius = 4.0
 
     if variant == "cpu":
+        # The embedded scene lies inside a ball of radius 1.4 seen from 4 units away: rays only
+        # need [2.5, 5.5], which puts every sample where the objects can be.
+        c.data.near = 2.5
+        c.data.far = 5.5
+        c.model.xyz_freqs = 8  # 2^7 rad/unit already exceeds the 64-pixel images' Nyquist rate
         c.model.depth = 4
-        c.model.width = 96
+        c.model.width = 64
         c.model.skips = (2,)
-        c.model.num_coarse = 32
-        c.model.num_fine = 64
-        c.batch_size = 1024
-        c.total_steps = 3000
-        c.optim.lr = 2e-3
-        c.optim.final_lr = 2e-4
+        c.model.num_coarse = 24
+        c.model.num_fine = 24
+        c.batch_size = 512
+        c.total_steps = 4000
+        c.optim.lr = 5e-3
+        c.optim.final_lr = 5e-4
         c.log_every = 100
-        c.checkpoint_every = 500
+        c.checkpoint_every = 1000
     else:
         c.data.format = "blender"
         c.model.depth = 8
