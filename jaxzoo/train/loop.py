@@ -183,9 +183,6 @@ def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = No
     step, preempted, pending = start, False, None
     last_time, last_step = time.perf_counter(), start
 
-    def save(at_step: int) -> None:
-        ckpt.save(at_step, state, task.loader.state(at_step))
-
     try:
         with PreemptionGuard() as guard, progress(total, initial=start) as bar:
             while step < total:
@@ -207,7 +204,7 @@ def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = No
                     bar.set_postfix(loss=f"{float(metrics['loss']):.4g}", refresh=False)
                 if step % config.checkpoint_every == 0 or step == total or stop:
                     _check_finite(*pending)
-                    save(step)
+                    ckpt.save(step, state, task.loader.state(step))
                 bar.update(1)
                 if stop:
                     preempted = True
