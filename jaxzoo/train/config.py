@@ -18,6 +18,7 @@ import ast
 import dataclasses
 import importlib.util
 import json
+import os
 import pathlib
 import sys
 from typing import Any, Iterable, Mapping, Sequence
@@ -173,9 +174,27 @@ def cli(argv: Sequence[str], flags: Iterable[str] = ()) -> LauncherArgs:
     `argv[1:]`; a bad command line exits with its message and status 2 (no traceback)."""
     from jaxzoo.train import mesh  # late: configs import this module without touching JAX
 
-    mesh.initialize_distributed()
     try:
-        return parse_launcher_args(argv[1:], flags)
+        args = parse_launcher_args(argv[1:], flags)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    use_cpu_cores_as_devices(args.config.batch_size)
+    mesh.initialize_distributed()
+    return args
+
+
+def use_cpu_cores_as_devices(batch_size: int) -> None:
+    """Exposes each CPU core as a JAX CPU device (up to a divisor of `batch_size`).
+
+    XLA runs one computation on about one core, so on a CPU-only machine a launcher would leave
+    the other cores idle; as separate devices on the `data` mesh axis each takes its share of
+    the batch. It only sets `XLA_FLAGS` before JAX starts, never overrides a device count the
+    user set, and changes nothing where an accelerator is the default backend.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = max(d for d in range(1, cores + 1) if batch_size % d == 0)
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
