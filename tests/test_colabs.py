@@ -18,6 +18,12 @@ SMOKE_PARAMETERS = {
         "OVERRIDES = {'data.image_size': '16', 'model.depth': '2', 'model.width': '16', "
         "'model.skips': '(1,)', 'model.num_coarse': '8', 'model.num_fine': '8', 'batch_size': '64', "
         "'log_every': '2', 'checkpoint_every': '2', 'eval.max_views': '2', 'video.num_frames': '2'}\n"),
+    "ddpm.ipynb": (
+        "TOTAL_STEPS = 4\n"
+        "OVERRIDES = {'model.channels': '8', 'model.num_groups': '4', 'batch_size': '8', "
+        "'log_every': '2', 'checkpoint_every': '2', 'eval.num_samples': '8', 'eval.num_steps': '(2,)', "
+        "'eval.grid_size': '8', 'fd.steps': '4', 'fd.widths': '(4,)', 'fd.feature_dim': '4'}\n"
+        "CONVERGENCE_STEPS = (2, 3)\nREFERENCE_STEPS = 4\n"),
 }
 
 
