@@ -22,18 +22,14 @@ Variants:
 
 import ml_collections
 
+from jaxzoo.train.config import base_config
+
 VARIANTS = ("cpu", "paper")
 
 
 def get_config(variant=None):
-    variant = variant or "cpu"
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-    c = ml_collections.ConfigDict()
-    c.variant = variant
-    c.seed = 0
-    c.keep_checkpoints = 3
-    c.fsdp = False
+    c = base_config(variant, VARIANTS)
+    variant = c.variant
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = ""  # empty: $JAXZOO_DATA_DIR or ~/.cache/jaxzoo/tensorflow_datasets
