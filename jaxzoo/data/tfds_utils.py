@@ -28,6 +28,9 @@ def _file_lock(path: pathlib.Path):
 
 def prepare(builder_cls, data_dir_path=None, **builder_kwargs):
     """Builds a generated dataset once (array_record), safe against concurrent processes."""
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()  # jaxzoo's own bars are the ones users read
     root = data_dir(data_dir_path)
     builder = builder_cls(data_dir=str(root), file_format="array_record", **builder_kwargs)
     with _file_lock(root / f".{builder.name}.lock"):

@@ -1,0 +1,91 @@
+"""GPT (Radford et al. 2018, 2019): a decoder-only byte- or BPE-level language model.
+
+Variants:
+  cpu    the Python standard library's own source (jaxzoo.data.pycorpus: byte-level, 257 ids,
+         train/test split by file, built on first use, no download), 4 layers x 128 wide, 4
+         heads, RoPE, context 128, batch 32, AdamW 2e-3 (0.9, 0.95, weight decay 0.1, 100
+         warmup steps, cosine to 10%), gradient clipping 1.0.
+           python -m experiments.gpt --config=experiments/configs/gpt.py:cpu --workdir=workdirs/gpt
+         Writes eval.json with test_loss (nats/token) and test_bits_per_byte on the held-out files,
+         and samples.txt. Measured figures: README.
+  paper  GPT-2 small shapes (Radford et al. 2019, Table 2: 12 layers, d_model 768, 12 heads,
+         context 1024, vocabulary 50257, learned positions, tied output layer: 124M parameters)
+         with GPT-3's optimiser for its 125M model (Brown et al. 2020, Table 2.1 and App. B:
+         batch 0.5M tokens = 512 x 1024, lr 6e-4, Adam (0.9, 0.95) eps 1e-8, cosine decay to 10%,
+         375M warmup tokens, weight decay 0.1, gradient clipping 1.0). Data: GPT-2 BPE token
+         files on disk (uint16, nanoGPT's train.bin / val.bin layout):
+           --config.data.train_path=/data/owt/train.bin --config.data.test_path=/data/owt/val.bin
+"""
+
+import ml_collections
+
+from jaxzoo.train.config import base_config
+
+VARIANTS = ("cpu", "paper")
+
+
+def get_config(variant=None):
+    c = base_config(variant, VARIANTS)
+    variant = c.variant
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "pystdlib"  # pystdlib | tokens (uint16 token files)
+    c.data.data_dir = ""  # pystdlib TFDS dir; empty: $JAXZOO_DATA_DIR or ~/.cache/jaxzoo/...
+    c.data.train_path = ""  # tokens: uint16 .bin files
+    c.data.test_path = ""
+    c.data.max_train_bytes = 0  # pystdlib: 0 = every train file
+    c.data.vocab_size = 257  # tokens: the tokenizer's vocabulary (50257 for GPT-2 BPE)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.position = "rope"  # learned | sinusoidal | rope | t5 | none
+    c.model.rope_base = 10000.0
+    c.model.num_kv_heads = 0
+    c.model.dropout = 0.0
+    c.model.attention_impl = "xla"  # xla | chunked
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.95
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.1
+    c.optim.clip_norm = 1.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 32
+    c.eval.max_tokens = 0  # 0: the whole test stream
+    c.eval.sample_prompt = "def "
+    c.eval.sample_tokens = 256
+    c.eval.temperature = 0.8
+    c.eval.top_p = 0.95
+
+    if variant == "cpu":
+        c.model.num_layers = 4
+        c.model.num_heads = 4
+        c.model.d_model = 128
+        c.model.max_len = 128
+        c.seq_len = 128
+        c.batch_size = 32
+        c.total_steps = 3000
+        c.optim.lr = 2e-3
+        c.optim.warmup_steps = 100
+        c.log_every = 100
+        c.checkpoint_every = 1000
+    else:
+        c.data.name = "tokens"
+        c.data.vocab_size = 50257
+        c.model.position = "learned"
+        c.model.num_layers = 12
+        c.model.num_heads = 12
+        c.model.d_model = 768
+        c.model.max_len = 1024
+        c.seq_len = 1024
+        c.batch_size = 512
+        c.total_steps = 600_000
+        c.optim.lr = 6e-4
+        c.optim.warmup_steps = 715  # 375M tokens / 0.5M tokens per step
+        c.eval.max_tokens = 10_000_000
+        c.eval.sample_prompt = ""
+        c.log_every = 100
+        c.checkpoint_every = 5000
+    c.lock()
+    return c
