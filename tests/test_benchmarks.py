@@ -1,6 +1,7 @@
 """Benchmark scripts run end to end in their --quick mode; only properties are checked, never times."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -33,3 +34,30 @@ def test_nerf_benchmark_quick(tmp_path):
         assert err["hier_64_128"]["rmse"] < err["uniform_192"]["rmse"], err
         # The estimator converges to the reference as samples are added.
         assert err["uniform_4096"]["mae"] < 0.1 * err["uniform_192"]["mae"], err
+
+
+@pytest.mark.slow
+def test_sr_benchmark_quick(tmp_path):
+    out = tmp_path / "sr.json"
+    cmd = [sys.executable, "benchmarks/sr.py", "--quick", "--repeats", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=launcher_env(1), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    res = json.loads(out.read_text())
+    assert set(res["matmul_peaks"]) == {"fp32", "bf16"}
+    # 2 RRDBs: the published 16,697,987 minus 21 RRDBs of 3 dense blocks, each block's five
+    # 3x3 convs holding 9 * 32 * (64 + 96 + 128 + 160) + 9 * 192 * 64 weights and 4 * 32 + 64 biases.
+    assert res["rrdbnet_blocks"] == 2
+    assert res["rrdbnet_params"] == 16_697_987 - 21 * 3 * (9 * 32 * 448 + 9 * 192 * 64 + 4 * 32 + 64)
+    rows = res["rrdbnet"]
+    assert {(r["dtype"], r["out_side"]) for r in rows} == {("fp32", 32), ("bf16", 32)}
+    for r in rows:
+        # XLA counts conv taps inside the image only: the analytic in-image count must match it
+        # up to the elementwise work it adds (bias, LeakyReLU, residual scaling, casts).
+        assert 1.0 <= r["xla_over_analytic"] < 1.03, r
+        assert r["analytic_in_image_flops"] < r["analytic_flops"]
+        for key in ("out_pixels_per_s", "gflops", "peak_ratio"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["out_pixels_per_s"] == pytest.approx(r["batch"] * r["out_side"] ** 2 / (r["ms"] / 1e3))
+    assert math.isfinite(res["gan_over_psnr"]) and res["gan_over_psnr"] > 0
+    # The gan step trains the generator and the discriminator; the psnr step the generator only.
+    assert res["step_params"]["gan"] > res["step_params"]["psnr"] > 0

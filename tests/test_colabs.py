@@ -24,6 +24,12 @@ SMOKE_PARAMETERS = {
         "'log_every': '2', 'checkpoint_every': '2', 'eval.num_samples': '8', 'eval.num_steps': '(2,)', "
         "'eval.grid_size': '8', 'fd.steps': '4', 'fd.widths': '(4,)', 'fd.feature_dim': '4'}\n"
         "CONVERGENCE_STEPS = (2, 3)\nREFERENCE_STEPS = 4\n"),
+    "esrgan.ipynb": (
+        "PSNR_STEPS = 2\nGAN_STEPS = 2\nALPHAS = (0.0, 1.0)\n"
+        "OVERRIDES = {'model.num_blocks': '1', 'model.features': '8', 'model.growth': '4', "
+        "'data.patch_size': '32', 'batch_size': '2', 'log_every': '1', 'checkpoint_every': '2'}\n"
+        "GAN_OVERRIDES = {'disc.features': '(4, 4, 8, 8)', 'disc.dense_features': '8', "
+        "'loss.percep_base_features': '2', 'loss.percep_layer': 'conv2_2'}\n"),
 }
 
 

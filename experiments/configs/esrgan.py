@@ -34,60 +34,19 @@ Variants `<size>_<stage>`, size cpu | paper, stage psnr | gan:
              (the released model uses 4x4).
 """
 
-import ml_collections
+from experiments.configs import _sr
 
-from jaxzoo.train.config import base_config
-
-VARIANTS = ("cpu_psnr", "cpu_gan", "paper_psnr", "paper_gan")
+VARIANTS = _sr.VARIANTS
 
 
 def get_config(variant=None):
-    c = base_config(variant, VARIANTS)
-    size, stage = c.variant.split("_")
-    c.stage = stage
-    c.init_from = ""  # gan stage: the workdir of the psnr-stage run
-    c.vgg_weights = ""  # gan stage: torchvision VGG19 state dict (.pth)
-
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "embedded"  # embedded | div2k | dir
-    c.data.test_source = "embedded"
-    c.data.train_dir = ""  # HR images for source=dir
-    c.data.test_dir = ""  # HR images for test_source=dir (Set5 / Set14 / BSD100)
-    c.data.tfds_dir = ""  # TFDS data dir for div2k; empty: $JAXZOO_DATA_DIR or the default
-    c.data.scale = 4
-    c.data.patch_size = 128  # HR patch side
-    c.data.augment = True  # random flips and 90-degree rotations
-    c.data.max_train_images = 0  # > 0: only the first n training images (embedded, dir)
-
-    c.model = ml_collections.ConfigDict()
-    c.disc = ml_collections.ConfigDict()
-    c.loss = ml_collections.ConfigDict()
+    c, size = _sr.sr_config(variant, patch_size=128)
     c.loss.pixel_weight = 1e-2
     c.loss.adv_weight = 5e-3
     c.loss.percep_weight = 1.0
-    c.loss.percep_layer = "conv5_4"
-    c.loss.percep_base_features = 64
-    c.loss.percep_random_init = False
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.max_images = 0  # 0: every test image
-    c.eval.num_pictures = 4  # triptychs saved
-
-    c.batch_size = 16
     if size == "cpu":
         c.model.num_blocks, c.model.features, c.model.growth = 2, 32, 16
-        c.data.patch_size = 64
-        c.disc.features = (16, 16, 32, 32, 64, 64)
-        c.disc.dense_features = 64
-        c.loss.percep_layer = "conv3_4"
-        c.loss.percep_base_features = 8
-        c.loss.percep_random_init = True
-        c.log_every = 100
-        if stage == "psnr":
+        if c.stage == "psnr":
             c.total_steps = 1400
             c.optim.lr = 1e-3
             c.optim.milestones = (1000, 1250)
@@ -95,16 +54,11 @@ def get_config(variant=None):
             c.total_steps = 500
             c.optim.lr = 1e-4
             c.optim.milestones = (250,)
-        c.checkpoint_every = 500
     else:
-        c.data.source = c.data.test_source = "div2k"
         c.model.num_blocks, c.model.features, c.model.growth = 23, 64, 32
         c.disc.features = (64, 64, 128, 128, 256, 256, 512, 512, 512, 512)
         c.disc.dense_features = 100
-        c.log_every = 1000
-        c.checkpoint_every = 10_000
-        c.eval.max_images = 0
-        if stage == "psnr":
+        if c.stage == "psnr":
             c.total_steps = 1_000_000
             c.optim.lr = 2e-4
             c.optim.milestones = (200_000, 400_000, 600_000, 800_000)

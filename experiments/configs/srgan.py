@@ -30,61 +30,18 @@ BatchNorm on batch statistics (as in training, the only place it is used), and b
 and HR target are in [0, 1] (the paper scales HR to [-1, 1]).
 """
 
-import ml_collections
+from experiments.configs import _sr
 
-from jaxzoo.train.config import base_config
-
-VARIANTS = ("cpu_psnr", "cpu_gan", "paper_psnr", "paper_gan")
+VARIANTS = _sr.VARIANTS
 
 
 def get_config(variant=None):
-    c = base_config(variant, VARIANTS)
-    size, stage = c.variant.split("_")
-    c.stage = stage
-    c.init_from = ""  # gan stage: the workdir of the psnr-stage run
-    c.vgg_weights = ""  # gan stage: torchvision VGG19 state dict (.pth)
-
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "embedded"  # embedded | div2k | dir
-    c.data.test_source = "embedded"
-    c.data.train_dir = ""
-    c.data.test_dir = ""
-    c.data.tfds_dir = ""
-    c.data.scale = 4
-    c.data.patch_size = 96
-    c.data.augment = True
-    c.data.max_train_images = 0  # > 0: only the first n training images (embedded, dir)
-
-    c.model = ml_collections.ConfigDict()
-    c.disc = ml_collections.ConfigDict()
-    c.loss = ml_collections.ConfigDict()
+    c, size = _sr.sr_config(variant, patch_size=96)
     c.loss.adv_weight = 1e-3
     c.loss.content_scale = 1.0 / 12.75
-    c.loss.percep_layer = "conv5_4"
-    c.loss.percep_base_features = 64
-    c.loss.percep_random_init = False
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.gamma = 0.5  # lr factor at each milestone
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.max_images = 0
-    c.eval.num_pictures = 4
-
-    c.batch_size = 16
     if size == "cpu":
         c.model.num_blocks, c.model.features = 4, 32
-        c.data.patch_size = 64
-        c.disc.features = (16, 16, 32, 32, 64, 64)
-        c.disc.dense_features = 64
-        c.loss.percep_layer = "conv3_4"
-        c.loss.percep_base_features = 8
-        c.loss.percep_random_init = True
-        c.log_every = 100
-        c.checkpoint_every = 500
-        if stage == "psnr":
+        if c.stage == "psnr":
             c.total_steps = 2000
             c.optim.lr = 5e-4  # 1e-3 diverged near step 1000 (no BatchNorm, no clipping)
             c.optim.milestones = (1200, 1600)
@@ -93,14 +50,11 @@ def get_config(variant=None):
             c.optim.lr = 1e-4
             c.optim.milestones = (250,)
     else:
-        c.data.source = c.data.test_source = "div2k"
         c.model.num_blocks, c.model.features = 16, 64
         c.disc.features = (64, 64, 128, 128, 256, 256, 512, 512)
         c.disc.dense_features = 1024
-        c.log_every = 1000
-        c.checkpoint_every = 10_000
         c.optim.lr = 1e-4
-        if stage == "psnr":
+        if c.stage == "psnr":
             c.total_steps = 1_000_000
             c.optim.milestones = ()
         else:

@@ -42,6 +42,7 @@ def _check_eval(workdir):
     return ev
 
 
+@pytest.mark.slow
 def test_psnr_then_gan_stage(run_launcher, tmp_path):
     psnr_dir, gan_dir = tmp_path / "psnr", tmp_path / "gan"
     data = tiny_data(tmp_path / "data")

@@ -27,6 +27,7 @@ def tiny_data(root):
             "--config.data.test_source=dir", f"--config.data.test_dir={root / 'test'}"]
 
 
+@pytest.mark.slow
 def test_psnr_then_gan_stage(run_launcher, tmp_path):
     psnr_dir, gan_dir = tmp_path / "psnr", tmp_path / "gan"
     tiny = [*TINY, *tiny_data(tmp_path / "data")]

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxzoo.train import sr as sr_lib
+from experiments import _sr as sr_lib
 
 
 def _toy():

@@ -1,0 +1,366 @@
+"""What the super-resolution launchers (experiments/esrgan.py, experiments/srgan.py) and
+experiments/sr_interpolate.py share: data from the config, the psnr-stage and gan-stage tasks,
+two-network GAN training through the one-network runtime, restoring a trained generator, and
+evaluation (eval.json + PNG triptychs). Each launcher supplies only its networks and losses.
+
+Two networks, one optimiser step. The runtime (`jaxzoo.train.loop`) differentiates one
+`loss_fn(params, batch, key)` and applies one optax transformation. A GAN stage therefore keeps
+`params = {"generator": ..., "discriminator": ...}`, gives each sub-tree its own optimiser with
+`gan_optimizer` (optax.multi_transform keyed by the top-level name), and returns
+`loss = L_G + L_D` where
+  * L_D is computed on `stop_gradient(G(x))`, so it sends no gradient to the generator, and
+  * L_G is computed with `stop_gradient(discriminator params)`, so it sends none to D.
+The gradient of the sum is then (dL_G/dG, dL_D/dD), both evaluated at the current (G, D): one
+step updates both networks simultaneously from the same batch. That is what ESRGAN's and
+BasicSR's `optimize_parameters` do: the fake batch is produced once by the current G; the G step
+scores it with the not-yet-updated D; the D step uses that same fake batch, detached (i.e. the
+pre-update G). So both updates are gradients at the old (G, D), exactly as here. The reported
+`loss` is the sum, and each term is reported by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxzoo import metrics as image_metrics
+from jaxzoo import viz
+from jaxzoo.core.sr import rgb_to_y, shave
+from jaxzoo.data import sr_images
+from jaxzoo.models.srresnet import SRGANDiscriminator
+from jaxzoo.models.vgg import VGGFeatures
+from jaxzoo.train import config as config_lib
+from jaxzoo.train import loop, mesh as mesh_lib, metrics as metrics_lib
+from jaxzoo.train.config import ConfigError
+from jaxzoo.train.progress import progress
+
+NETWORKS = ("generator", "discriminator")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _check_source(config, source: str, field: str) -> None:
+    if source not in sr_images.SOURCES:
+        raise ConfigError(f"data source {source!r}; allowed: {sr_images.SOURCES}")
+    if source == "dir" and not config.data[field]:
+        raise ConfigError(f"data source 'dir' needs --config.data.{field}=/path/to/HR/images")
+
+
+def load_test_pairs(config):
+    """The test pairs of `config.data` (test_source, test_dir, ...), `eval.max_images` of them."""
+    d = config.data
+    _check_source(config, d.test_source, "test_dir")
+    return sr_images.load_pairs(d.test_source, "test", scale=d.scale, root=d.test_dir, data_dir=d.tfds_dir,
+                                limit=config.eval.max_images)
+
+
+def load_data(config):
+    """(train pairs, test pairs) for `config.data` (source, test_source, test_dir, ...)."""
+    d = config.data
+    _check_source(config, d.source, "train_dir")
+    _check_source(config, d.test_source, "test_dir")
+    train = sr_images.load_pairs(d.source, "train", scale=d.scale, root=d.train_dir, data_dir=d.tfds_dir,
+                                 limit=d.max_train_images)
+    return train, load_test_pairs(config)
+
+
+def make_loader(config, train_pairs):
+    return sr_images.training_loader(train_pairs, config.batch_size, config.data.patch_size,
+                                     seed=config.seed, scale=config.data.scale,
+                                     augment=config.data.augment)
+
+
+# ----------------------------------------------------------------------------- GAN plumbing
+
+
+def gan_optimizer(generator_tx: optax.GradientTransformation,
+                  discriminator_tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """One optax transformation for `{"generator": ..., "discriminator": ...}` params that
+    applies `generator_tx` to the first sub-tree and `discriminator_tx` to the second, each with
+    its own state (e.g. its own Adam moments)."""
+
+    def labels(params):
+        if set(params) != set(NETWORKS):
+            raise ValueError(f"GAN params must have exactly the keys {NETWORKS}, got {sorted(params)}")
+        return {name: jax.tree.map(lambda _: name, params[name]) for name in NETWORKS}
+
+    return optax.multi_transform({"generator": generator_tx, "discriminator": discriminator_tx}, labels)
+
+
+def gan_loss_fn(generate: Callable, discriminate: Callable, generator_loss: Callable,
+                discriminator_loss: Callable):
+    """`loss_fn(params, batch, key)` for the runtime that trains both networks in one step.
+
+    generate: `(generator params, lr) -> sr`; discriminate: `(discriminator params, x) -> logits`.
+    generator_loss: `(sr, hr, real_logits, fake_logits) -> (L_G, {term: scalar})`, where
+      real_logits carry no gradient and fake_logits = D(sr) with D's params frozen, so L_G
+      trains the generator only.
+    discriminator_loss: `(real_logits, fake_logits) -> (L_D, terms)` with fake_logits computed
+      on stop_gradient(sr), so L_D trains the discriminator only.
+    Returns `L_G + L_D` and every term plus `loss_g`, `loss_d` (see the module docstring).
+    """
+
+    def loss_fn(params, batch, key):
+        del key
+        g, d = params["generator"], params["discriminator"]
+        sr = generate(g, batch["lr"])
+        real = discriminate(d, batch["hr"])
+        loss_d, d_terms = discriminator_loss(real, discriminate(d, jax.lax.stop_gradient(sr)))
+        fake = discriminate(jax.lax.stop_gradient(d), sr)
+        loss_g, g_terms = generator_loss(sr, batch["hr"], jax.lax.stop_gradient(real), fake)
+        return loss_g + loss_d, {"loss_g": loss_g, "loss_d": loss_d, **g_terms, **d_terms}
+
+    return loss_fn
+
+
+def multistep_schedule(lr: float, milestones, gamma: float = 0.5) -> optax.Schedule:
+    """`lr`, multiplied by `gamma` at each step in `milestones` (PyTorch's MultiStepLR; ESRGAN
+    halves, gamma 0.5)."""
+    return optax.piecewise_constant_schedule(lr, {int(m): gamma for m in milestones})
+
+
+def adam(config) -> optax.GradientTransformation:
+    """Adam(b1, b2) with `optim.lr` multiplied by `optim.gamma` at each of `optim.milestones`."""
+    o = config.optim
+    return optax.adam(multistep_schedule(o.lr, o.milestones, o.gamma), b1=o.b1, b2=o.b2)
+
+
+def discriminator_apply(model, sample_shape) -> Callable:
+    """`(params, x) -> logits` running `model` in training mode (batch statistics), for
+    discriminators with BatchNorm (`model(x, train=True)`). The running averages it would update
+    are discarded: a discriminator is only ever evaluated while training, where PyTorch's
+    BatchNorm also normalises with the batch statistics, so running statistics never influence
+    anything. They are therefore not part of the trained state; placeholder zeros (from the
+    shapes of `model.init` on `sample_shape`) fill the collection."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(sample_shape))
+    stats = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes.get("batch_stats"))
+
+    def apply(params, x):
+        if stats is None:
+            return model.apply({"params": params}, x, train=True)
+        out, _ = model.apply({"params": params, "batch_stats": stats}, x, train=True,
+                             mutable=["batch_stats"])
+        return out
+
+    return apply
+
+
+def make_discriminator(config) -> SRGANDiscriminator:
+    return SRGANDiscriminator(features=tuple(config.disc.features), dense_features=config.disc.dense_features,
+                              patch_size=config.data.patch_size)
+
+
+def vgg_features(config, loss_name: str) -> Callable:
+    """`x -> VGG19 pre-activation features` at `loss.percep_layer`, frozen: torchvision weights
+    from `config.vgg_weights`, or a random stand-in if `loss.percep_random_init`; else a
+    ConfigError naming both options (`loss_name` says which loss needs them)."""
+    loss = config.loss
+    net = VGGFeatures("vgg19", loss.percep_layer, base_features=loss.percep_base_features)
+    if config.vgg_weights:
+        from jaxzoo.models.sr_import import load_vgg_pth
+
+        if not pathlib.Path(config.vgg_weights).is_file():
+            raise FileNotFoundError(f"vgg_weights={config.vgg_weights!r} does not exist")
+        variables = load_vgg_pth(config.vgg_weights, net)
+    elif loss.percep_random_init:
+        variables = net.init(jax.random.key(config.seed + 1), jnp.zeros((1, 32, 32, 3)))
+    else:
+        raise ConfigError(f"the gan stage's {loss_name} needs VGG19 weights: --config.vgg_weights="
+                          "/path/to/vgg19.pth (torchvision state dict), or "
+                          "--config.loss.percep_random_init=true for a random-feature stand-in")
+    return lambda x: net.apply(variables, x)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def lr_shape(config) -> tuple[int, int, int, int]:
+    p = config.data.patch_size // config.data.scale
+    return (1, p, p, 3)
+
+
+def psnr_task(config, generator, pixel_loss: Callable, term: str, loader=None) -> loop.Task:
+    """The psnr stage: `generator` trained on `pixel_loss(G(lr), hr)`, logged as `term`."""
+
+    def loss_fn(params, batch, key):
+        loss = pixel_loss(generator.apply(params, batch["lr"]), batch["hr"])
+        return loss, {term: loss}
+
+    return loop.Task(init_params=lambda key: generator.init(key, jnp.zeros(lr_shape(config))),
+                     loss_fn=loss_fn, tx=adam(config), loader=loader)
+
+
+def gan_task(config, generator, generator_loss: Optional[Callable], discriminator_loss: Optional[Callable],
+             generator_params=None, loader=None) -> loop.Task:
+    """The gan stage: `generator` against `make_discriminator(config)`, both trained in one step
+    (`gan_loss_fn`), each with its own `adam(config)`. The generator starts from
+    `generator_params` (the psnr stage's), or from a fresh init if None: that task only gives the
+    state's layout, e.g. to restore a finished gan run (losses may then be None)."""
+    disc = make_discriminator(config)
+    hr_shape = (1, config.data.patch_size, config.data.patch_size, 3)
+    discriminate = discriminator_apply(disc, hr_shape)
+
+    def init_params(key):
+        g = generator_params
+        if g is None:  # the layout only
+            key, kg = jax.random.split(key)
+            g = generator.init(kg, jnp.zeros(lr_shape(config)))
+        return {"generator": g, "discriminator": disc.init(key, jnp.zeros(hr_shape))["params"]}
+
+    loss_fn = gan_loss_fn(generator.apply, discriminate, generator_loss, discriminator_loss)
+    return loop.Task(init_params=init_params, loss_fn=loss_fn, tx=gan_optimizer(adam(config), adam(config)),
+                     loader=loader)
+
+
+def read_config(workdir, what: str = "init_from") -> ml_collections.ConfigDict:
+    """The config a run wrote to `workdir/config.json` (`what` names the flag, for the error)."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {what} must be the workdir of a finished run "
+                                "(its config.json and checkpoints/)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def check_model(config, run_config, workdir) -> None:
+    """A ConfigError unless the run in `workdir` (`run_config`) has the model of `config`."""
+    ours, theirs = config.model.to_dict(), run_config.model.to_dict()
+    if json.loads(json.dumps(ours, default=str)) != theirs:
+        raise ConfigError(f"config.model {ours} differs from the {run_config.get('stage')} run's model "
+                          f"{theirs} ({workdir}/config.json)")
+
+
+def restore_trained_generator(workdir, make_generator: Callable, make_psnr_task: Callable, *,
+                              stage: Optional[str] = None, config=None, what: str = "init_from"):
+    """(step, generator params) of the newest checkpoint of the run in `workdir`.
+
+    The run's own config.json gives the layout; `make_psnr_task(run_config)` builds a psnr-stage
+    run's loop.Task, `gan_task(run_config, make_generator(run_config), None, None)` a gan-stage
+    run's. `stage`, if given, must be the run's stage, and `config.model`, if given, its model;
+    either mismatch is a ConfigError naming `what` (the flag that gave `workdir`).
+    """
+    run_config = read_config(workdir, what)
+    run_stage = run_config.get("stage")
+    if stage is not None and run_stage != stage:
+        raise ConfigError(f"{what}={str(workdir)!r} holds a {run_stage!r}-stage run; it must be a "
+                          f"{stage}-stage workdir")
+    if config is not None:
+        check_model(config, run_config, workdir)
+    if run_stage == "psnr":
+        task = make_psnr_task(run_config)
+    else:
+        task = gan_task(run_config, make_generator(run_config), None, None)
+    step, state = loop.restore_state(run_config, workdir, task)
+    params = mesh_lib.to_host(state.params)
+    return step, params if run_stage == "psnr" else params["generator"]
+
+
+def restore_generator(init_from: str, config, make_generator: Callable, make_psnr_task: Callable):
+    """The generator params of the newest checkpoint of the psnr-stage run in `init_from`,
+    whose model settings must equal `config.model` (the gan stage continues that network)."""
+    if not init_from:
+        raise ConfigError("the gan stage starts from a trained psnr-stage model: set "
+                          "--config.init_from=/path/to/psnr/workdir")
+    step, params = restore_trained_generator(init_from, make_generator, make_psnr_task, stage="psnr",
+                                             config=config)
+    print(f"[jaxzoo] generator initialised from {init_from} (psnr step {step})", flush=True)
+    return params
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def quantize(img) -> np.ndarray:
+    """Clip to [0, 1] and round to 8-bit levels, as saved images (and SR benchmarks) are."""
+    return np.round(np.clip(np.asarray(img, np.float32), 0.0, 1.0) * 255.0) / 255.0
+
+
+def y_metrics(pred, truth, border: int) -> tuple[float, float]:
+    """(PSNR, SSIM) on the BT.601 luma of [H, W, 3] images after shaving `border` pixels."""
+    a = shave(rgb_to_y(jnp.asarray(pred, jnp.float32)), border)
+    b = shave(rgb_to_y(jnp.asarray(truth, jnp.float32)), border)
+    return float(image_metrics.psnr(a, b)), float(image_metrics.ssim(a, b))
+
+
+def evaluate(config, generate: Callable, params, test_pairs, workdir=None,
+             on_image: Optional[Callable] = None) -> dict:
+    """PSNR/SSIM of the model and of bicubic upsampling on each test image (Y channel, `scale`
+    pixels shaved), their means, and, if `workdir` is given, `test_<k>_<name>.png` triptychs
+    (bicubic | output | truth) of the first `eval.num_pictures` images.
+
+    generate: `(params, lr [1, h, w, 3]) -> [1, scale h, scale w, 3]`.
+    on_image: called as `on_image(k, name, bicubic, output, truth)` with quantized [H, W, 3]
+      images for every test image.
+    """
+    scale, border = config.data.scale, config.data.scale
+    count = len(test_pairs) if not config.eval.max_images else min(config.eval.max_images, len(test_pairs))
+    run = jax.jit(generate)
+    out = {k: [] for k in ("test_psnr_per_image", "test_ssim_per_image", "bicubic_psnr_per_image",
+                           "bicubic_ssim_per_image", "test_images")}
+    with progress(count, desc="eval", unit="image") as bar:
+        for k in range(count):
+            pair = test_pairs[k]
+            hr, lr = sr_images.to_float(pair.hr), sr_images.to_float(pair.lr)
+            pred = quantize(run(params, jnp.asarray(lr[None]))[0])
+            bicubic = quantize(sr_images.upsample_bicubic(lr, scale))
+            p, s = y_metrics(pred, hr, border)
+            bp, bs = y_metrics(bicubic, hr, border)
+            for name, v in (("test_psnr", p), ("test_ssim", s), ("bicubic_psnr", bp), ("bicubic_ssim", bs)):
+                out[f"{name}_per_image"].append(v)
+            out["test_images"].append(pair.name)
+            if workdir is not None and k < config.eval.num_pictures and jax.process_index() == 0:
+                viz.save_png(pathlib.Path(workdir) / f"test_{k}_{pair.name}.png",
+                             np.concatenate([bicubic, pred, hr], 1))
+            if on_image is not None:
+                on_image(k, pair.name, bicubic, pred, hr)
+            bar.update(1)
+    for name in ("test_psnr", "test_ssim", "bicubic_psnr", "bicubic_ssim"):
+        out[name] = float(np.mean(out[f"{name}_per_image"]))
+    out["num_test_images"] = count
+    return out
+
+
+# ----------------------------------------------------------------------------- launcher
+
+
+def train_and_evaluate(config, workdir, *, make_generator: Callable, psnr_task: Callable,
+                       gan_task: Callable, hooks=()):
+    """Trains the configured stage (`psnr_task(config)` or `gan_task(config)`), then evaluates
+    the generator and writes eval.json (None if preempted)."""
+    workdir = pathlib.Path(workdir)
+    # The task first (a gan stage checks init_from and the VGG weights), then the data.
+    task = psnr_task(config) if config.stage == "psnr" else gan_task(config)
+    train_pairs, test_pairs = load_data(config)
+    task = dataclasses.replace(task, loader=make_loader(config, train_pairs))
+    result = loop.train(config, workdir, task, hooks=hooks)
+    if result.preempted:
+        return None
+    params = mesh_lib.to_host(result.state.params)
+    if config.stage == "gan":
+        params = params["generator"]
+    metrics = evaluate(config, make_generator(config).apply, params, test_pairs, workdir)
+    metrics["step"] = result.step
+    metrics_lib.write_json(workdir / "eval.json", metrics)
+    print(f"[jaxzoo] eval: test_psnr={metrics['test_psnr']:.2f} dB (bicubic {metrics['bicubic_psnr']:.2f}) "
+          f"test_ssim={metrics['test_ssim']:.4f} (bicubic {metrics['bicubic_ssim']:.4f}) "
+          f"over {metrics['num_test_images']} images", flush=True)
+    return metrics
+
+
+def main(argv, train_and_evaluate_fn: Callable) -> None:
+    """A launcher's command line: `train_and_evaluate_fn(config, workdir)`; a missing file or a
+    bad setting exits with its message (no traceback)."""
+    args = config_lib.cli(argv)
+    try:
+        train_and_evaluate_fn(args.config, args.workdir)
+    except (FileNotFoundError, ConfigError) as e:
+        sys.exit(f"error: {e}")

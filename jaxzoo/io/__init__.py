@@ -1,0 +1,1 @@
+"""File formats read and written without their home frameworks (e.g. PyTorch `.pth`)."""
