@@ -60,6 +60,9 @@ def model_config(config, **changes) -> GPTConfig:
 
 def make_optimizer(config):
     o = config.optim
+    if not 0 <= o.warmup_steps < config.total_steps:
+        raise ConfigError(f"optim.warmup_steps={o.warmup_steps} must be in [0, total_steps="
+                          f"{config.total_steps}); lower it with --config.optim.warmup_steps")
     lr = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, config.total_steps,
                                             end_value=0.1 * o.lr)
     decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)  # not biases/LN

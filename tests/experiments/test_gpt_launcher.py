@@ -51,3 +51,13 @@ def test_gpt_launcher_on_token_files(run_launcher, tmp_path):
                         *TINY, "--config.data.name=tokens", "--config.data.train_path=/nope.bin",
                         check=False)
     assert proc.returncode != 0 and "/nope.bin" in proc.stderr
+
+
+def test_warmup_longer_than_training_is_a_config_error():
+    from experiments import gpt as gpt_launcher
+    from jaxzoo.train.config import ConfigError, load_config
+
+    config = load_config("experiments/configs/gpt.py:cpu")
+    config.total_steps = 50
+    with pytest.raises(ConfigError, match="optim.warmup_steps=100"):
+        gpt_launcher.make_optimizer(config)
