@@ -9,7 +9,9 @@ a GELU MLP of width `d_ff`, and an output layer tied to the token embedding.
 Positional schemes (`GPTConfig.position`), all from `jaxzoo.core.positional` / `jaxzoo.core.rope`:
   "learned"     trainable table [max_len, d_model] added to the embeddings (GPT-1/2). Positions
                 never trained keep their initial values; positions >= max_len are an error.
-  "sinusoidal"  fixed sinusoids (Vaswani et al. 2017, Sec. 3.5) added to the embeddings.
+  "sinusoidal"  fixed sinusoids (Vaswani et al. 2017, Sec. 3.5) added to the token embeddings,
+                which are multiplied by sqrt(d_model) as in Sec. 3.4 (otherwise the unit-amplitude
+                sinusoids swamp the 0.02-scale embeddings).
   "rope"        RoPE on q and k in every layer (RoFormer, Eq. 34), with an optional Hugging Face
                 style `rope_scaling` dict (PI, NTK, dynamic NTK, YaRN, Llama 3), logn query
                 scaling (`logn_train_len` > 0) and ReRoPE (`rerope_window` > 0). None of these
@@ -248,6 +250,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {t} exceeds the learned position table "
                              f"(max_len={c.max_len})")
         x = self.embed(tokens).astype(c.dtype)
+        if c.position == "sinusoidal":  # Vaswani et al. Sec. 3.4: embeddings times sqrt(d_model)
+            x = x * math.sqrt(c.d_model)
         if c.position == "learned":
             x = x + pos_lib.learned_positions(self.wpe, positions).astype(c.dtype)
         elif c.position == "sinusoidal":

@@ -54,10 +54,10 @@ def test_gpt_launcher_on_token_files(run_launcher, tmp_path):
 
 
 def test_warmup_longer_than_training_is_a_config_error():
-    from experiments import gpt as gpt_launcher
+    from experiments import _gpt
     from jaxzoo.train.config import ConfigError, load_config
 
     config = load_config("experiments/configs/gpt.py:cpu")
     config.total_steps = 50
     with pytest.raises(ConfigError, match="optim.warmup_steps=100"):
-        gpt_launcher.make_optimizer(config)
+        _gpt.make_optimizer(config)

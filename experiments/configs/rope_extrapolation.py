@@ -1,0 +1,112 @@
+"""Length extrapolation of positional encodings and RoPE context extension (Su's ReRoPE study).
+
+One GPT per trained encoding (`encodings`: rope, sinusoidal, t5, learned), each trained at length
+L = `seq_len` with experiments/gpt.py's model, optimiser and loss; then every method row is scored
+(next-token loss and accuracy on the held-out stream, non-overlapping windows) at
+`eval.length_multiples` x L. The RoPE rows (rope, pi, ntk, dynamic_ntk, yarn, ntk_logn, rerope,
+pi_matched, ntk_matched, yarn_matched) all evaluate the one RoPE-trained model under a different
+inference-time config; see experiments/rope_extrapolation.py for each row's exact settings.
+
+Variants:
+  cpu    the Python standard library corpus (byte-level, built on first use, no download); 4
+         layers x 96 wide, 4 heads (head_dim 24, 0.47M parameters), chunked attention kernel,
+         L = 128, batch 16, AdamW 2e-3 (0.9, 0.95, weight decay 0.1, 100 warmup steps, cosine to
+         10%), 1000 steps per model; every cell scores the same 65,536 target tokens (32 windows
+         at 16 x L = 2048). Static scalings use
+         s = 16 at every length; ReRoPE window w = L / 2 = 64.
+           nice -n 5 python -m experiments.rope_extrapolation \
+             --config=experiments/configs/rope_extrapolation.py:cpu --workdir=workdirs/rope_extrapolation
+         Measured: 770 s on 2 CPU cores shared with other jobs (load 2.5-6). Accuracy at
+         1x / 16x L: rope 52.2 / 30.6%, pi 24.1 / 21.8%, ntk 49.4 / 38.0%, ntk_logn 49.4 / 38.7%,
+         yarn 45.5 / 38.4%, rerope 52.2 / 51.3%, t5 42.4 / 32.5%, learned 45.4 / 22.9%,
+         sinusoidal 33.0 / 11.7%: at 8x and 16x our order of Su's five rows is his
+         (PI < no scaling < NTK < NTK-logn < ReRoPE).
+  paper  Su's setting (Su 2023, "Rectified Rotary Position Embeddings" / ReRoPE, and "NTK-aware
+         scaled RoPE"): a ~100M-parameter model (12 layers, d_model 768, 12 heads, head_dim 64,
+         85M non-embedding parameters + the token table) trained at L = 512 and evaluated at
+         1x, 4x, 8x, 16x L (up to 8192; Su's table reports 4096 = 8 x L), ReRoPE w = 256 as in
+         Su's post, static factor s = 16. GPT-2 BPE token files on disk (uint16, nanoGPT layout):
+           --config.data.train_path=/data/owt/train.bin --config.data.test_path=/data/owt/val.bin
+         Batch 256 x 512 tokens, 100k steps, AdamW 6e-4; evaluation uses the chunked (memory
+         linear in length) attention kernel and 2M tokens per cell. ReRoPE's two-pass reference
+         attention materialises [batch, heads, n, n] scores: at n = 8192 that is 3.2 GB per
+         sequence per tensor, so `eval.batch_tokens` stays at one 8192-token sequence per batch.
+         Meant for an accelerator.
+"""
+
+import ml_collections
+
+from jaxzoo.train.config import base_config
+
+VARIANTS = ("cpu", "paper")
+
+
+def get_config(variant=None):
+    c = base_config(variant, VARIANTS)
+    variant = c.variant
+    c.encodings = ("rope", "sinusoidal", "t5", "learned")  # one trained model each
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "pystdlib"  # pystdlib | tokens (uint16 token files), as experiments/gpt.py
+    c.data.data_dir = ""
+    c.data.train_path = ""
+    c.data.test_path = ""
+    c.data.max_train_bytes = 0
+    c.data.vocab_size = 257
+
+    # The model of experiments/gpt.py; `position` and `max_len` are set per encoding (max_len =
+    # L, or max(length_multiples) x L for "learned" so its table has rows for the long windows).
+    c.model = ml_collections.ConfigDict()
+    c.model.rope_base = 10000.0
+    c.model.num_kv_heads = 0
+    c.model.dropout = 0.0
+    c.model.attention_impl = "xla"  # training kernel: xla | chunked
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.95
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.1
+    c.optim.clip_norm = 1.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.length_multiples = (1, 4, 8, 16)  # evaluation lengths n = multiple x L
+    # Target tokens scored per cell, the same at every length: a multiple of max(multiples) x L,
+    # so every length scores the same tokens of the test stream.
+    c.eval.max_tokens = 65536
+    c.eval.batch_tokens = 4096  # windows per batch = max(1, batch_tokens // n)
+    c.eval.scale_factor = 16.0  # s of the static pi / ntk / yarn / ntk_logn rows
+    c.eval.rerope_window = 0  # 0: L // 2 (Su: w = 256 at L = 512)
+    # Evaluation kernel for all rows but rerope (its own two-pass reference). "chunked" is also
+    # the fast one on CPU: a 4 x 96 model at n = 2048 runs 18x faster than with "xla".
+    c.eval.attention_impl = "chunked"  # xla | chunked
+
+    if variant == "cpu":
+        c.model.num_layers = 4
+        c.model.num_heads = 4
+        c.model.d_model = 96
+        c.model.attention_impl = "chunked"  # 1.5x faster training steps than "xla" on CPU
+        c.seq_len = 128
+        c.batch_size = 16
+        c.total_steps = 1000
+        c.optim.lr = 2e-3
+        c.optim.warmup_steps = 100
+        c.log_every = 100
+        c.checkpoint_every = 400
+    else:
+        c.data.name = "tokens"
+        c.data.vocab_size = 50257
+        c.model.num_layers = 12
+        c.model.num_heads = 12
+        c.model.d_model = 768
+        c.seq_len = 512
+        c.batch_size = 256
+        c.total_steps = 100_000
+        c.optim.lr = 6e-4
+        c.optim.warmup_steps = 2000
+        c.log_every = 100
+        c.checkpoint_every = 5000
+        c.eval.max_tokens = 2 ** 21  # 256 windows of 8192
+        c.eval.batch_tokens = 8192
+    c.lock()
+    return c
