@@ -8,7 +8,7 @@ Variants `<size>_<stage>`, size cpu | paper, stage psnr | gan:
                    --workdir=workdirs/esrgan_psnr
              Reaches test PSNR 30.01 dB / SSIM 0.808 against bicubic 29.39 dB / 0.786 (mean of
              chelsea 32.01 vs 31.48 and coffee 28.00 vs 27.29 dB; Y channel, 4 pixels shaved)
-             in 9 min 14 s wall on 2 shared (busy) CPU cores, about 2.8 steps/s.
+             in 3 min 2 s wall on 2 idle CPU cores (about 8.6 steps/s).
   cpu_gan    starts from cpu_psnr; a small 6-conv discriminator on 64-pixel patches;
              L = L_percep + 5e-3 L_G^Ra + 1e-2 L_1 where L_percep uses a *randomly initialised*,
              frozen, narrow VGG19 trunk (base width 8, conv3_4 pre-activation): a stand-in, as

@@ -16,11 +16,10 @@ Variants:
          s = 16 at every length; ReRoPE window w = L / 2 = 64.
            nice -n 5 python -m experiments.rope_extrapolation \
              --config=experiments/configs/rope_extrapolation.py:cpu --workdir=workdirs/rope_extrapolation
-         Measured: 770 s on 2 CPU cores shared with other jobs (load 2.5-6). Accuracy at
-         1x / 16x L: rope 52.2 / 30.6%, pi 24.1 / 21.8%, ntk 49.4 / 38.0%, ntk_logn 49.4 / 38.7%,
-         yarn 45.5 / 38.4%, rerope 52.2 / 51.3%, t5 42.4 / 32.5%, learned 45.4 / 22.9%,
-         sinusoidal 33.0 / 11.7%: at 8x and 16x our order of Su's five rows is his
-         (PI < no scaling < NTK < NTK-logn < ReRoPE).
+         Measured: 8 min 31 s on 2 idle CPU cores. Accuracy at 1x / 16x L: rope 52.2 / 30.6%,
+         pi 24.1 / 21.8%, ntk 49.4 / 38.0%, ntk_logn 49.4 / 38.7%, yarn 45.5 / 38.4%, rerope
+         52.2 / 51.3%, t5 42.4 / 32.5%, learned 45.4 / 22.9%, sinusoidal 43.3 / 16.1%: at 8x and
+         16x our order of Su's five rows is his (PI < no scaling < NTK < NTK-logn < ReRoPE).
   paper  Su's setting (Su 2023, "Rectified Rotary Position Embeddings" / ReRoPE, and "NTK-aware
          scaled RoPE"): a ~100M-parameter model (12 layers, d_model 768, 12 heads, head_dim 64,
          85M non-embedding parameters + the token table) trained at L = 512 and evaluated at
