@@ -122,7 +122,9 @@ def encoding_config(config, encoding: str) -> ml_collections.ConfigDict:
 
 # Keys that do not change any cell's value; every other key must match the study that wrote
 # eval.json, or resuming would mix cells of two studies.
-_FREE_KEYS = ("encodings", "log_every", "checkpoint_every", "keep_checkpoints", "eval.batch_tokens")
+# Keys that do not change any cell (model.position and model.max_len are set per encoding).
+_FREE_KEYS = ("encodings", "log_every", "checkpoint_every", "keep_checkpoints", "eval.batch_tokens",
+              "model.position", "model.max_len")
 
 
 def check_same_study(config, workdir: pathlib.Path) -> None:

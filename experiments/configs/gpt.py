@@ -21,6 +21,7 @@ Variants:
 
 import ml_collections
 
+from experiments.configs import _gpt
 from jaxzoo.train.config import base_config
 
 VARIANTS = ("cpu", "paper")
@@ -30,27 +31,7 @@ def get_config(variant=None):
     c = base_config(variant, VARIANTS)
     variant = c.variant
 
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "pystdlib"  # pystdlib | tokens (uint16 token files)
-    c.data.data_dir = ""  # pystdlib TFDS dir; empty: $JAXZOO_DATA_DIR or ~/.cache/jaxzoo/...
-    c.data.train_path = ""  # tokens: uint16 .bin files
-    c.data.test_path = ""
-    c.data.max_train_bytes = 0  # pystdlib: 0 = every train file
-    c.data.vocab_size = 257  # tokens: the tokenizer's vocabulary (50257 for GPT-2 BPE)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.position = "rope"  # learned | sinusoidal | rope | t5 | none
-    c.model.rope_base = 10000.0
-    c.model.num_kv_heads = 0
-    c.model.dropout = 0.0
-    c.model.attention_impl = "xla"  # xla | chunked
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.95
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.1
-    c.optim.clip_norm = 1.0
+    _gpt.add_gpt_keys(c, variant)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 32
@@ -61,33 +42,20 @@ def get_config(variant=None):
     c.eval.top_p = 0.95
 
     if variant == "cpu":
-        c.model.num_layers = 4
-        c.model.num_heads = 4
-        c.model.d_model = 128
         c.model.max_len = 128
         c.seq_len = 128
         c.batch_size = 16
         c.total_steps = 3000
-        c.optim.lr = 2e-3
-        c.optim.warmup_steps = 100
-        c.log_every = 100
         c.checkpoint_every = 1000
     else:
-        c.data.name = "tokens"
-        c.data.vocab_size = 50257
         c.model.position = "learned"
-        c.model.num_layers = 12
-        c.model.num_heads = 12
-        c.model.d_model = 768
         c.model.max_len = 1024
         c.seq_len = 1024
         c.batch_size = 512
         c.total_steps = 600_000
-        c.optim.lr = 6e-4
         c.optim.warmup_steps = 715  # 375M tokens / 0.5M tokens per step
         c.eval.max_tokens = 10_000_000
         c.eval.sample_prompt = ""
-        c.log_every = 100
         c.checkpoint_every = 5000
     c.lock()
     return c
