@@ -23,7 +23,9 @@ Positional schemes (`GPTConfig.position`), all from `jaxzoo.core.positional` / `
 
 Shapes: tokens int [B, T]; logits float32 [B, T, vocab_size]. A KV cache (`init_cache`) is a list
 with one `jaxzoo.core.attention` cache dict per layer; calling the model with one returns
-(logits, new_cache) and places the T new tokens after the cached ones.
+(logits, new_cache) and places the T new tokens after the cached ones. The cache holds rotated
+keys, so with dynamic NTK each key keeps the frequencies of the length at which it was written
+(as in Hugging Face); a full forward pass uses one table for all positions.
 
 `generate` samples continuations with a KV cache in one `lax.scan` (temperature, top-k, nucleus
 and stop sequences, from `jaxzoo.core.decoding`). GPT-1's task input transforms
