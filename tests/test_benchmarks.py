@@ -61,3 +61,27 @@ def test_sr_benchmark_quick(tmp_path):
     assert math.isfinite(res["gan_over_psnr"]) and res["gan_over_psnr"] > 0
     # The gan step trains the generator and the discriminator; the psnr step the generator only.
     assert res["step_params"]["gan"] > res["step_params"]["psnr"] > 0
+
+
+@pytest.mark.slow
+def test_diffusion_benchmark_quick(tmp_path):
+    out = tmp_path / "diffusion.json"
+    cmd = [sys.executable, "benchmarks/diffusion.py", "--quick", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=launcher_env(1), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    res = json.loads(out.read_text())
+    # The adaptive reference solve agrees with the Gaussian's closed-form probability-flow map.
+    assert res["gaussian_reference_check"]["adaptive_vs_closed_form_rms"] < 1e-6
+    g = res["gaussian"]
+    assert set(g) >= {"ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc"}
+    # Measured convergence orders on the Gaussian: ~1 for DDIM/Euler, ~2 for DPM-Solver++ 2M,
+    # higher for the third-order multistep methods.
+    assert 0.8 < g["ddim"]["order"] < 1.2 and 0.8 < g["euler"]["order"] < 1.2
+    assert 1.6 < g["dpmpp_2m"]["order"] < 2.5
+    assert g["dpmpp_3m"]["order"] > 2.3 and g["unipc"]["order"] > 2.3
+    for method in g:  # more steps, smaller error at the largest budgets
+        assert g[method]["rms"][-1] < g[method]["rms"][-2], method
+    # The Python-loop reference computes the same samples as the scanned samplers.
+    assert max(res["python_loop_agreement_max_abs"].values()) < 1e-9
+    for m in res["overhead"].values():  # reported, never asserted on: only present and finite
+        assert m["scan_us_per_step"] > 0 and m["python_loop_us_per_step"] > 0
