@@ -348,12 +348,7 @@ def train_and_evaluate(config, workdir, *, make_generator: Callable, psnr_task: 
     if config.stage == "gan":
         params = params["generator"]
     metrics = evaluate(config, make_generator(config).apply, params, test_pairs, workdir)
-    metrics["step"] = result.step
-    metrics_lib.write_json(workdir / "eval.json", metrics)
-    print(f"[jaxzoo] eval: test_psnr={metrics['test_psnr']:.2f} dB (bicubic {metrics['bicubic_psnr']:.2f}) "
-          f"test_ssim={metrics['test_ssim']:.4f} (bicubic {metrics['bicubic_ssim']:.4f}) "
-          f"over {metrics['num_test_images']} images", flush=True)
-    return metrics
+    return metrics_lib.write_eval(workdir, metrics, result.step)
 
 
 def main(argv, train_and_evaluate_fn: Callable) -> None:

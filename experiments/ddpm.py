@@ -316,11 +316,8 @@ def train_and_evaluate(config, workdir, hooks=()):
     params = mesh_lib.to_host(state.ema_params if state.ema_params is not None else state.params)
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
     metrics, images = evaluate(config, model, params, data, workdir, eval_key, result.mesh)
-    metrics["step"] = result.step
-    metrics_lib.write_json(workdir / "eval.json", metrics)
+    metrics_lib.write_eval(workdir, metrics, result.step)
     save_pictures(config, images, workdir)
-    print("[jaxzoo] eval:", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()
-                             if k != "fd_features"}, flush=True)
     return metrics
 
 

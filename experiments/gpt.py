@@ -31,12 +31,9 @@ def train_and_evaluate(config, workdir, hooks=()):
     params = mesh_lib.to_host(result.state.params)
     metrics = _gpt.evaluate(mconfig, params, test, config.seq_len, config.eval.batch_size,
                             config.eval.max_tokens, byte_level)
-    metrics["step"] = result.step
-    metrics_lib.write_json(workdir / "eval.json", metrics)
+    metrics_lib.write_eval(workdir, metrics, result.step)
     if byte_level and jax.process_index() == 0:
         _gpt.write_samples(mconfig, params, config, workdir / "samples.txt")
-    print("[jaxzoo] eval:", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-          flush=True)
     return metrics
 
 

@@ -205,11 +205,7 @@ def train_and_evaluate(config, workdir, hooks=()):
     if result.preempted:
         return None
     metrics = evaluate(config, model, mesh_lib.to_host(result.state.params), scene, workdir)
-    metrics["step"] = result.step
-    metrics_lib.write_json(workdir / "eval.json", metrics)
-    print(f"[jaxzoo] eval: test_psnr={metrics['test_psnr']:.2f} dB test_ssim={metrics['test_ssim']:.4f} "
-          f"over {metrics['num_test_views']} views", flush=True)
-    return metrics
+    return metrics_lib.write_eval(workdir, metrics, result.step)
 
 
 def main(argv):

@@ -148,11 +148,8 @@ def train_and_evaluate(config, workdir, hooks=()):
     params = mesh_lib.to_host(result.state.params)
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
     metrics = evaluate(config, model, params, test["x"], eval_key)
-    metrics["step"] = result.step
-    metrics_lib.write_json(workdir / "eval.json", metrics)
+    metrics_lib.write_eval(workdir, metrics, result.step)
     save_pictures(model, params, test["x"], shape, workdir, eval_key)
-    print("[jaxzoo] eval:", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-          flush=True)
     return metrics
 
 

@@ -1,7 +1,6 @@
 """Every colab runs top to bottom (with its `parameters` cell shrunk to smoke-test sizes)."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys

@@ -87,3 +87,16 @@ def write_json(path, obj: Mapping[str, Any]) -> None:
     tmp.write_text(json.dumps({k: (_scalar(v) if np.ndim(v) == 0 and not isinstance(v, str) else v)
                                for k, v in obj.items()}, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def write_eval(workdir, metrics: dict, step: int) -> dict:
+    """Adds `step` to a launcher's final metrics, writes them to workdir/eval.json (see
+    `write_json`) and prints their numeric scalars, rounded, on process 0. Returns `metrics`."""
+    metrics["step"] = int(step)
+    write_json(pathlib.Path(workdir) / "eval.json", metrics)
+    if jax.process_index() == 0:
+        shown = {k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        print("[jaxzoo] eval:", shown, flush=True)
+    return metrics
+

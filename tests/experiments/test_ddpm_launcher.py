@@ -77,7 +77,6 @@ def test_loss_targets_match_each_prediction_space():
     """The loss is DDPM's L_simple in eps space, and the x0 / v variants regress onto the
     converted targets: a perfect model of each space gets zero loss."""
     import jax
-    import jax.numpy as jnp
 
     from experiments import ddpm
     from jaxzoo.core import diffusion

@@ -1,8 +1,6 @@
 """GPT model: causality, cached decoding == full forward, scheme equivalences, sampling, GPT-1
 task transforms."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np

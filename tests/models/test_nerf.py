@@ -1,7 +1,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxzoo.models.nerf import NeRF, NeRFMLP, final, render_image
 
