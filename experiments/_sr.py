@@ -333,12 +333,18 @@ def evaluate(config, generate: Callable, params, test_pairs, workdir=None,
 
 
 def train_and_evaluate(config, workdir, *, make_generator: Callable, psnr_task: Callable,
-                       gan_task: Callable, hooks=()):
-    """Trains the configured stage (`psnr_task(config)` or `gan_task(config)`), then evaluates
-    the generator and writes eval.json (None if preempted)."""
+                       gan_losses: Callable, hooks=()):
+    """Trains the configured stage, then evaluates the generator and writes eval.json (None if
+    preempted). The psnr stage trains `psnr_task(config)`; the gan stage trains `gan_task` with
+    the paper's `gan_losses(config)`, its generator restored from the psnr run `init_from`."""
     workdir = pathlib.Path(workdir)
-    # The task first (a gan stage checks init_from and the VGG weights), then the data.
-    task = psnr_task(config) if config.stage == "psnr" else gan_task(config)
+    # The task first (a gan stage checks the VGG weights and init_from), then the data.
+    if config.stage == "psnr":
+        task = psnr_task(config)
+    else:
+        losses = gan_losses(config)
+        generator_params = restore_generator(config.init_from, config, make_generator, psnr_task)
+        task = gan_task(config, make_generator(config), *losses, generator_params)
     train_pairs, test_pairs = load_data(config)
     task = dataclasses.replace(task, loader=make_loader(config, train_pairs))
     result = loop.train(config, workdir, task, hooks=hooks)

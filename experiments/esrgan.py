@@ -61,16 +61,10 @@ def gan_losses(config):
     return generator_loss, discriminator_loss
 
 
-def gan_task(config, loader=None) -> loop.Task:
-    losses = gan_losses(config)  # first: it checks the VGG weights
-    generator_params = _sr.restore_generator(config.init_from, config, make_generator, psnr_task)
-    return _sr.gan_task(config, make_generator(config), *losses, generator_params, loader)
-
-
 def train_and_evaluate(config, workdir, hooks=()):
     """Trains the configured stage, then evaluates and writes eval.json (None if preempted)."""
     return _sr.train_and_evaluate(config, workdir, make_generator=make_generator, psnr_task=psnr_task,
-                                  gan_task=gan_task, hooks=hooks)
+                                  gan_losses=gan_losses, hooks=hooks)
 
 
 def main(argv):

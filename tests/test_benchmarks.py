@@ -10,13 +10,18 @@ import pytest
 from conftest import REPO, launcher_env
 
 
-@pytest.mark.slow
-def test_nerf_benchmark_quick(tmp_path):
-    out = tmp_path / "nerf.json"
-    cmd = [sys.executable, "benchmarks/nerf.py", "--quick", "--repeats", "1", "--json", str(out)]
+def run_quick(name: str, tmp_path, *args) -> dict:
+    """Runs benchmarks/<name>.py --quick as users do and returns its --json output."""
+    out = tmp_path / f"{name}.json"
+    cmd = [sys.executable, f"benchmarks/{name}.py", "--quick", *args, "--json", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=launcher_env(1), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_nerf_benchmark_quick(tmp_path):
+    res = run_quick("nerf", tmp_path, "--repeats", "1")
     for key in ("matmul_gflops", "mlp_fwd_gflops", "mlp_fwd_ratio", "mlp_fwd_bwd_ratio",
                 "mlp_fwd_flops_per_point", "mlp_fwd_xla_flops_per_point", "render_fused_rays_per_s",
                 "render_staged_rays_per_s", "render_ratio", "train_rays_per_s", "sampling"):
@@ -38,11 +43,7 @@ def test_nerf_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_sr_benchmark_quick(tmp_path):
-    out = tmp_path / "sr.json"
-    cmd = [sys.executable, "benchmarks/sr.py", "--quick", "--repeats", "1", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=launcher_env(1), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    res = json.loads(out.read_text())
+    res = run_quick("sr", tmp_path, "--repeats", "1")
     assert set(res["matmul_peaks"]) == {"fp32", "bf16"}
     # 2 RRDBs: the published 16,697,987 minus 21 RRDBs of 3 dense blocks, each block's five
     # 3x3 convs holding 9 * 32 * (64 + 96 + 128 + 160) + 9 * 192 * 64 weights and 4 * 32 + 64 biases.
@@ -65,11 +66,7 @@ def test_sr_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_diffusion_benchmark_quick(tmp_path):
-    out = tmp_path / "diffusion.json"
-    cmd = [sys.executable, "benchmarks/diffusion.py", "--quick", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=launcher_env(1), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    res = json.loads(out.read_text())
+    res = run_quick("diffusion", tmp_path)
     # The adaptive reference solve agrees with the Gaussian's closed-form probability-flow map.
     assert res["gaussian_reference_check"]["adaptive_vs_closed_form_rms"] < 1e-6
     g = res["gaussian"]
