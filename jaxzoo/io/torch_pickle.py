@@ -12,27 +12,46 @@ File formats (as written by `torch.save`, torch/serialization.py):
     number, protocol version 1001, system info, the object (persistent ids ('storage', type,
     key, location, numel, view_metadata)), the list of storage keys; then per key an int64
     element count and the raw bytes.
-Only tensors, storages and plain containers are unpickled: any other global is refused, so a
-file cannot make the reader import or call anything else. Tensors come back as NumPy arrays with the file's
-dtype, shape, strides and offset applied.
+Tensors come back as NumPy arrays with the file's dtype, shape, strides and offset applied.
+
+Security guarantee: whatever a file holds, reading it imports nothing and calls nothing but
+this module's stand-ins for torch's storage classes, tensor and parameter rebuild functions and
+torch.Size, and OrderedDict, set and frozenset. Every pickle of both formats (zip: data.pkl;
+legacy: magic number, protocol, system info, object, storage keys) goes through one restricted
+unpickler, which also refuses the opcodes that reach objects without a global (EXT*, NEWOBJ*,
+buffers) and BUILD on anything but a state dict. Memory stays within a small multiple of the
+file's size: declared storage sizes are checked against the file before reading, compressed
+zip members are refused, a tensor must read each storage element at most once (no stride-0
+or overlapping views) and stay inside it, and every copy a pickle can ask for (tensors,
+containers built by calls) is charged to a budget of _BUDGET_FACTOR x the file's size.
+A malformed or hostile file raises ValueError naming it.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import io
+import math
 import os
 import pickle
+import pickletools
+import reprlib
 import struct
 import zipfile
 import zlib
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 _ALIGN = 64
+# Bytes a file may make the reader allocate beyond its own: tensors copied out of storages and
+# containers built by calls. A state dict needs ~1x (more only for tensors sharing a storage);
+# the floor covers small files' containers.
+_BUDGET_FACTOR, _BUDGET_FLOOR = 4, 1 << 20
+_ITEM_BYTES = 64  # charged per container item: a slot plus a small object
 
 
 def _bfloat16():
@@ -67,127 +86,268 @@ class _Storage:
         self.dtype, self.numel, self.array = dtype, numel, array
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_unused):
-    if storage.array is None:
+class _Budget:
+    """What the file may still make the reader allocate, in bytes (see _BUDGET_FACTOR)."""
+
+    def __init__(self, file_size: int):
+        self.limit = self.left = _BUDGET_FACTOR * file_size + _BUDGET_FLOOR
+
+    def charge(self, nbytes: int, what: str):
+        self.left -= nbytes
+        if self.left < 0:
+            raise ValueError(f"{what} takes the reader past {self.limit} bytes, "
+                             f"{_BUDGET_FACTOR}x the file's size: more memory than it holds")
+
+
+def _count(value, what: str) -> int:
+    """A size, stride, offset or element count from the file: a non-negative int64."""
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        raise ValueError(f"{what} must be a non-negative int64, not {reprlib.repr(value)}")
+    return value
+
+
+def _rebuild_tensor(budget: _Budget, storage, offset, size, stride, *_unused):
+    if not isinstance(storage, _Storage):
+        raise ValueError(f"tensor storage is a {type(storage).__name__}, not a storage record")
+    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))
+            and len(size) == len(stride)):
+        raise ValueError(f"tensor size {reprlib.repr(size)} and stride {reprlib.repr(stride)} "
+                         "are not sequences of one length")
+    offset = _count(offset, "tensor offset")
+    size = tuple(_count(n, "tensor size") for n in size)
+    stride = tuple(_count(s, "tensor stride") for s in stride)
+    if 0 not in size:
+        # Each dimension must step past all that the smaller strides reach, so the view reads
+        # every element at most once and is never larger than its storage (a stride-0 view of
+        # 4 bytes could otherwise declare gigabytes).
+        reach = 0
+        for s, n in sorted((s, n) for n, s in zip(size, stride) if n > 1):
+            if s <= reach:
+                raise ValueError(f"tensor (size {size}, stride {stride}) reads storage elements "
+                                 "more than once (stride 0 or overlapping dimensions)")
+            reach += (n - 1) * s
+        if offset + reach >= storage.numel:
+            raise ValueError(f"tensor (offset {offset}, size {size}, stride {stride}) does not "
+                             f"fit its storage of {storage.numel} elements")
+    if (a := storage.array) is None:  # legacy pass 1
         return None
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if len(size) != len(stride):
-        raise ValueError(f"tensor size {size} and stride {stride} differ in length")
-    if any(s == 0 for s in size):
-        return np.zeros(size, storage.array.dtype.newbyteorder("="))
-    extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
-    if offset < 0 or min(stride, default=0) < 0 or extent > storage.array.size:
-        raise ValueError(f"tensor (offset {offset}, size {size}, stride {stride}) does not fit "
-                         f"its storage of {storage.array.size} elements")
-    a = storage.array
+    dtype = a.dtype.newbyteorder("=")
+    budget.charge(math.prod(size) * dtype.itemsize, f"tensor of size {size}")
+    if 0 in size:
+        return np.zeros(size, dtype)
     view = np.lib.stride_tricks.as_strided(a[offset:], size, [s * a.itemsize for s in stride])
-    return np.array(view, dtype=a.dtype.newbyteorder("="))
+    return np.array(view, dtype=dtype)
 
 
-_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): lambda data, *_: data,
-    ("torch._utils", "_rebuild_parameter_with_state"): lambda data, *_: data,
-    ("torch", "Size"): tuple,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-}
+_CONTAINERS = {("collections", "OrderedDict"): collections.OrderedDict, ("torch", "Size"): tuple,
+               ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+               # pickle protocols < 3 (torch.save's 2) spell builtins the Python 2 way
+               ("__builtin__", "set"): set, ("__builtin__", "frozenset"): frozenset}
+_REBUILDS = {"_rebuild_tensor_v2": _rebuild_tensor, "_rebuild_tensor": _rebuild_tensor,
+             # a Parameter is read as its tensor
+             "_rebuild_parameter": lambda _budget, data, *_: data,
+             "_rebuild_parameter_with_state": lambda _budget, data, *_: data}  # in torch._utils
+# Opcodes torch.save never writes that reach objects without find_class: copyreg's process-wide
+# extension cache, cls.__new__ of whatever is on the stack, out-of-band buffers, and
+# BYTEARRAY8, which allocates the length it reads before reading the bytes.
+_REFUSED_OPCODES = (pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.NEWOBJ, pickle.NEWOBJ_EX,
+                    pickle.NEXT_BUFFER, pickle.READONLY_BUFFER, pickle.BYTEARRAY8)
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, load_storage: Callable):
+class _Opcodes(dict):
+    """pickle's opcode table less _REFUSED_OPCODES: a missing opcode is refused by name."""
+
+    def __missing__(self, code):
+        op = pickletools.code2op.get(chr(code))
+        raise ValueError(f"refusing pickle opcode {op.name}: torch.save does not write it"
+                         if op else f"invalid pickle opcode {bytes([code])!r}")
+
+
+class _Unpickler(pickle._Unpickler):
+    """The unpickler of every pickle read here: globals, persistent ids and BUILD restricted as
+    the module docstring says. pickle's pure-Python unpickler, because its opcode table can be
+    narrowed, and because the C one allocates a length read from the file (BINBYTES8 & co)
+    before it knows the file holds that many bytes. load_storage(storage_type, key, numel,
+    view_metadata) resolves persistent ids; without it, they are refused (header pickles)."""
+
+    dispatch = _Opcodes((code, load) for code, load in pickle._Unpickler.dispatch.items()
+                        if bytes([code]) not in _REFUSED_OPCODES)
+
+    def __init__(self, file, budget: _Budget, load_storage=None):
         super().__init__(file, encoding="utf-8")
-        self._load_storage = load_storage
+        self._budget, self._load_storage = budget, load_storage
 
     def find_class(self, module, name):
         if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        if (module, name) in _GLOBALS:
-            return _GLOBALS[(module, name)]
-        raise pickle.UnpicklingError(
-            f"refusing to unpickle global {module}.{name}: only tensors, storages and plain "
-            "containers are supported")
+        if (module, name) in _CONTAINERS:
+            return functools.partial(self._container, _CONTAINERS[(module, name)])
+        if module == "torch._utils" and name in _REBUILDS:
+            return functools.partial(_REBUILDS[name], self._budget)
+        raise ValueError(f"refusing to unpickle global {module}.{name}: only tensors, storages "
+                         "and plain containers are supported")
+
+    def _container(self, kind, *args):
+        # A call is how a pickle copies what it has already built, as often as it likes.
+        self._budget.charge(_ITEM_BYTES * sum(len(a) for a in args), f"{kind.__name__}()")
+        return kind(*args)
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] in ("storage", b"storage")):
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-        return self._load_storage(*pid[1:])
+        if not (self._load_storage and type(pid) is tuple and len(pid) in (5, 6)
+                and pid[0] in ("storage", b"storage")):
+            raise ValueError(f"unknown persistent id {reprlib.repr(pid)}")
+        storage_type, key, location, numel = pid[1:5]
+        if not isinstance(storage_type, _StorageType):
+            raise ValueError(f"storage type {reprlib.repr(storage_type)} is not a torch class")
+        if type(key) not in (str, int) or not isinstance(location, str):
+            raise ValueError(f"storage key {reprlib.repr(key)} or location "
+                             f"{reprlib.repr(location)} is not a string")
+        return self._load_storage(storage_type, str(key), _count(numel, "storage size"),
+                                  pid[5] if len(pid) == 6 else None)
+
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        # torch.save's one BUILD gives a state dict its `_metadata`; setting attributes of
+        # anything else (find_class's functions, arrays) could change what later opcodes do.
+        if not (type(inst) is collections.OrderedDict and type(state) is dict
+                and all(type(k) is str for k in state)):
+            raise ValueError(f"refusing BUILD of a {type(inst).__name__} from a "
+                             f"{type(state).__name__}: only a state dict's attributes are set")
+        self._budget.charge(_ITEM_BYTES * len(state), "BUILD")
+        inst.__dict__.update(state)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
-def _read_zip(data: bytes):
+def _read_zip(data: bytes, budget: _Budget):
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
+        members = set(names)
         pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pkl) != 1:
             raise ValueError("not a torch.save zip archive (no single <name>/data.pkl): "
                              f"{names[:8]}")
         prefix = pkl[0][: -len("data.pkl")]
-        byteorder = "little"
-        if prefix + "byteorder" in names:
-            byteorder = zf.read(prefix + "byteorder").decode()
-        if byteorder not in ("little", "big"):
-            raise ValueError(f"unknown byteorder record {byteorder!r}")
+        unread = len(data)  # torch.save's members do not overlap: together they fit the file
+
+        def read(name):
+            nonlocal unread
+            info = zf.getinfo(name)
+            # A deflated member is inflated whole before its size can be checked; torch.save
+            # only writes stored ones, whose bytes are in the file as they are.
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"zip member {name!r} is compressed (method "
+                                 f"{info.compress_type}); torch.save stores members as they are")
+            if info.compress_size != info.file_size or info.file_size > unread:
+                raise ValueError(f"zip member {name!r} of {info.file_size} bytes overlaps "
+                                 "others or exceeds the archive")
+            unread -= info.file_size
+            return zf.read(name)
+
+        byteorder = b"little"
+        if prefix + "byteorder" in members:
+            byteorder = read(prefix + "byteorder")
+        if byteorder not in (b"little", b"big"):
+            raise ValueError(f"unknown byteorder record {byteorder[:16]!r}")
         cache: dict[str, _Storage] = {}
 
-        def load_storage(storage_type, key, location, numel):
+        def load_storage(storage_type, key, numel, view):
+            if view is not None:
+                raise ValueError("legacy storage view in a zip archive's persistent id")
             if key not in cache:
                 name = f"{prefix}data/{key}"
-                if name not in names:
+                if name not in members:
                     raise ValueError(f"storage record {name!r} missing from the archive")
-                dtype = storage_type.dtype.newbyteorder("<" if byteorder == "little" else ">")
-                raw = zf.read(name)
-                if len(raw) != numel * dtype.itemsize:
-                    raise ValueError(f"storage {name!r} has {len(raw)} bytes, expected "
+                dtype = storage_type.dtype.newbyteorder("<" if byteorder == b"little" else ">")
+                nbytes = zf.getinfo(name).file_size
+                if nbytes != numel * dtype.itemsize:  # before reading: numel is the file's word
+                    raise ValueError(f"storage {name!r} has {nbytes} bytes, expected "
                                      f"{numel} x {dtype.itemsize}")
-                cache[key] = _Storage(dtype, numel, np.frombuffer(raw, dtype))
+                cache[key] = _Storage(dtype, numel, np.frombuffer(read(name), dtype))
             return cache[key]
 
-        return _Unpickler(io.BytesIO(zf.read(pkl[0])), load_storage).load()
+        return _Unpickler(io.BytesIO(read(pkl[0])), budget, load_storage).load()
 
 
-def _read_legacy(data: bytes):
+def _read_legacy(data: bytes, budget: _Budget):
     f = io.BytesIO(data)
+
+    def header():  # no persistent ids: only the object holds storages
+        return _Unpickler(f, budget).load()
+
     try:
-        magic = pickle.load(f)
+        magic = header()
     except Exception as e:  # noqa: BLE001  (any failure here means "not this format")
-        raise ValueError("not a PyTorch file (neither zip nor legacy pickle format)") from e
-    if magic != LEGACY_MAGIC:
+        raise ValueError(f"not a PyTorch file (neither zip nor legacy pickle format): {e}") from e
+    if type(magic) is not int or magic != LEGACY_MAGIC:
         raise ValueError("not a PyTorch file (bad magic number); tar-era files are unsupported")
-    if pickle.load(f) != LEGACY_PROTOCOL:
-        raise ValueError("unsupported legacy protocol version")
-    pickle.load(f)  # system info
+    protocol = header()
+    if type(protocol) is not int or protocol != LEGACY_PROTOCOL:
+        raise ValueError(f"unsupported legacy protocol version {reprlib.repr(protocol)}")
+    if type(header()) is not dict:
+        raise ValueError("malformed system info record (not a dict)")
     start = f.tell()
     roots: dict[str, _Storage] = {}
 
-    def load_storage(storage_type, key, location, numel, view=None):
-        root = roots.setdefault(str(key), _Storage(storage_type.dtype, numel))
+    def load_storage(storage_type, key, numel, view):
+        root = roots.setdefault(key, _Storage(storage_type.dtype.newbyteorder("<"), numel))
         if view is None:
             return root
-        _, offset, size = view
+        if not (type(view) is tuple and len(view) == 3):
+            raise ValueError(f"malformed storage view {reprlib.repr(view)}")
+        offset, size = _count(view[1], "storage view offset"), _count(view[2], "storage view size")
+        if offset + size > root.numel:
+            raise ValueError(f"storage view [{offset}:{offset + size}] exceeds storage {key!r} "
+                             f"of {root.numel} elements")
         arr = None if root.array is None else root.array[offset:offset + size]
         return _Storage(root.dtype, size, arr)
 
-    _Unpickler(f, load_storage).load()  # pass 1: learn the storages, skip the object
-    end = f.tell()
-    for key in pickle.load(f):
-        root = roots[str(key)]
-        (numel,) = struct.unpack("<q", f.read(8))
+    _Unpickler(f, budget, load_storage).load()  # pass 1: learn the storages, skip the object
+    keys = header()
+    if not (type(keys) is list and all(type(k) in (str, int) for k in keys)):
+        raise ValueError(f"malformed storage key list {reprlib.repr(keys)}")
+    keys = [str(k) for k in keys]
+    if len(set(keys)) != len(keys) or set(keys) != set(roots):
+        raise ValueError(f"storage key list {reprlib.repr(keys)} does not match the object's "
+                         f"storages {reprlib.repr(sorted(roots))}")
+    pos = f.tell()
+    for key in keys:
+        root = roots[key]
+        if len(data) - pos < 8:
+            raise ValueError(f"file truncated before storage {key!r}")
+        (numel,) = struct.unpack_from("<q", data, pos)
+        if numel != root.numel:
+            raise ValueError(f"storage {key!r} holds {numel} elements, the object declares "
+                             f"{root.numel}")
+        pos += 8
         nbytes = numel * root.dtype.itemsize
-        raw = f.read(nbytes)
-        if len(raw) != nbytes:
-            raise ValueError(f"file truncated in storage {key!r}")
-        root.numel, root.array = numel, np.frombuffer(raw, root.dtype.newbyteorder("<"))
-    # pass 2: the object again, now that every storage holds its data
-    return _Unpickler(io.BytesIO(data[start:end]), load_storage).load()
+        if nbytes > len(data) - pos:  # checked before reading: numel is the file's word
+            raise ValueError(f"file truncated in storage {key!r}: {nbytes} bytes declared, "
+                             f"{len(data) - pos} left")
+        root.array = np.frombuffer(data, root.dtype, numel, pos)
+        pos += nbytes
+    f.seek(start)  # pass 2: the object again, now that every storage holds its data
+    return _Unpickler(f, budget, load_storage).load()
+
+
+def _name(path) -> str:
+    return f"<{len(path)} bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
 
 
 def read_pth(path) -> Any:
     """Unpickle a `torch.save` file (zip or legacy format) with tensors as NumPy arrays.
-    path: a filesystem path or the file's bytes."""
+    path: a filesystem path or the file's bytes. A malformed or hostile file raises
+    ValueError naming it (see the module docstring)."""
     data = bytes(path) if isinstance(path, (bytes, bytearray)) else open(path, "rb").read()
-    return _read_zip(data) if data[:4] == b"PK\x03\x04" else _read_legacy(data)
+    budget = _Budget(len(data))
+    try:
+        return _read_zip(data, budget) if data[:4] == b"PK\x03\x04" else _read_legacy(data, budget)
+    except ValueError as e:
+        raise ValueError(f"{_name(path)}: {e}") from e
+    except Exception as e:  # noqa: BLE001  (damage can surface anywhere in zipfile or pickle)
+        raise ValueError(f"{_name(path)}: not a readable PyTorch file "
+                         f"({type(e).__name__}: {e})") from e
 
 
 def load_state_dict_pth(path, param_key: str | None = "auto") -> dict[str, np.ndarray]:
@@ -208,15 +368,16 @@ def load_state_dict_pth(path, param_key: str | None = "auto") -> dict[str, np.nd
         elif param_key in obj:
             obj = obj[param_key]
         else:
-            raise ValueError(f"param_key={param_key!r} not in the file; "
+            raise ValueError(f"{_name(path)}: param_key={param_key!r} not in the file; "
                              f"top-level keys: {list(obj)}")
     if not isinstance(obj, Mapping):
-        raise ValueError(f"file holds a {type(obj).__name__}, not a state dict")
+        raise ValueError(f"{_name(path)}: file holds a {type(obj).__name__}, not a state dict")
     bad = [k for k, v in obj.items() if not isinstance(v, np.ndarray)]
     if bad:
-        raise ValueError(f"not a flat state dict: entries that are not tensors: {bad[:10]}")
+        raise ValueError(f"{_name(path)}: not a flat state dict: entries that are not tensors: "
+                         f"{bad[:10]}")
     out = dict(obj)
-    if out and all(k.startswith("module.") for k in out):
+    if out and all(isinstance(k, str) and k.startswith("module.") for k in out):
         out = {k[len("module."):]: v for k, v in out.items()}
     return out
 
