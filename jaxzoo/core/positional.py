@@ -10,7 +10,8 @@ Conventions:
   positions    [..., seq], integer or float
   query i sits at absolute position i + (k_len - q_len) and key j at j: the queries are the last
   q_len tokens (self-attention with a KV cache; plain self-attention when q_len == k_len).
-Each relative scheme states its sign convention (i - j or j - i) as its paper does.
+Each relative scheme states its sign convention (i - j or j - i): its paper's, except where a
+scheme follows its official code and every published checkpoint instead (DeBERTa's p2c index).
 """
 
 from __future__ import annotations
@@ -297,8 +298,10 @@ def deberta_log_bucket_position(relative_pos, bucket_size: int, max_position: in
 
 def deberta_relative_positions(q_len: int, k_len: int, bucket_size: int | None = None,
                                max_position: int | None = None):
-    """i - j for every (query, key) pair, int32 [q_len, k_len]; log-bucketed when both
-    bucket_size and max_position are given (DeBERTa-v2)."""
+    """delta = i - j for every (query, key) pair, int32 [q_len, k_len]; log-bucketed when both
+    bucket_size and max_position are given (DeBERTa-v2). Matches Hugging Face's
+    `build_relative_position` for q_len == k_len; for q_len < k_len the queries are the last
+    q_len tokens (module convention) where HF numbers them 0..q_len-1."""
     rel = jnp.asarray(_query_key_offsets(q_len, k_len), jnp.int32)
     if bucket_size is not None and max_position is not None:
         rel = deberta_log_bucket_position(rel, bucket_size, max_position)
@@ -312,32 +315,56 @@ def _deberta_span(pos_table) -> int:
     return pos_table.shape[0] // 2
 
 
+def _deberta_index(relative_pos, span: int):
+    """Row of the [2k, ...] relative table for relative position i - j: clip(i - j + k, 0, 2k-1)."""
+    return jnp.clip(jnp.asarray(relative_pos) + span, 0, 2 * span - 1)
+
+
 def deberta_c2p(q, pos_k, relative_pos):
     """Content-to-position term Q^c_i . K^r_{delta(i,j)}, delta(i,j) = clip(i - j + k, 0, 2k - 1)
-    (He et al. 2021, 2006.03654, Eqs. 2-4). q [..., q_len, heads, d]; pos_k = P W_{k,r}
-    [2k, heads, d]; relative_pos int [q_len, k_len] (i - j, maybe bucketed)
-    -> [..., heads, q_len, k_len]."""
+    (He et al. 2021, arXiv 2006.03654, Eqs. 2 and 4; official code `c2p_pos`).
+
+    q [..., q_len, heads, d]; pos_k = P W_{k,r} [2k, heads, d]; relative_pos int [q_len, k_len]
+    (i - j, maybe bucketed, from `deberta_relative_positions`) -> [..., heads, q_len, k_len],
+    not scaled.
+    """
     span = _deberta_span(pos_k)
-    idx = jnp.clip(relative_pos + span, 0, 2 * span - 1)
-    return jnp.einsum("...qhd,qkhd->...hqk", q, pos_k[idx])
+    return jnp.einsum("...qhd,qkhd->...hqk", q, pos_k[_deberta_index(relative_pos, span)])
 
 
 def deberta_p2c(k, pos_q, relative_pos):
-    """Position-to-content term K^c_j . Q^r_{delta(j,i)}, delta(j,i) = clip(j - i + k, 0, 2k - 1)
-    (Eq. 4). k [..., k_len, heads, d]; pos_q = P W_{q,r} [2k, heads, d]; relative_pos int
-    [q_len, k_len] (i - j, maybe bucketed; the buckets are odd so -bucket(i-j) = bucket(j-i))."""
+    """Position-to-content term K^c_j . Q^r_{delta(i,j)}, delta(i,j) = clip(i - j + k, 0, 2k - 1):
+    the SAME relative index as content-to-position.
+
+    k [..., k_len, heads, d]; pos_q = P W_{q,r} [2k, heads, d]; relative_pos int [q_len, k_len]
+    (i - j, maybe bucketed, from `deberta_relative_positions`) -> [..., heads, q_len, k_len],
+    not scaled.
+
+    Sign convention: He et al. 2021 (arXiv 2006.03654), Eq. 4, writes this term as
+    K^c_j Q^r_{delta(j,i)}, i.e. index j - i + k read literally. The official code does not:
+    microsoft/DeBERTa `DisentangledSelfAttention.disentangled_attention_bias` (Hugging Face
+    `DebertaV2`: same name; `Deberta`: `disentangled_att_bias`) forms G = K^c (Q^r)^T
+    [k_len, 2k], gathers G[a, clip(-r[a, b] + k)] with r[a, b] = a - b (`p2c_pos`, the key as
+    row a) and transposes, so p2c[i, j] = G[j, clip(-(j - i) + k)] = K^c_j . Q^r_{clip(i-j+k)};
+    log buckets are odd, -bucket(x) = bucket(-x), so this holds bucketed too. Some versions of
+    the official code simply reuse `c2p_pos` for p2c (microsoft/DeBERTa issue #162). Every
+    published checkpoint was trained with this index, so we follow the code, not the paper's
+    Eq. 4; the two differ whenever i != j. Checked against HF's own numbers
+    (tests/fixtures/deberta/).
+    """
     span = _deberta_span(pos_q)
-    idx = jnp.clip(-relative_pos + span, 0, 2 * span - 1)
-    return jnp.einsum("...khd,qkhd->...hqk", k, pos_q[idx])
+    return jnp.einsum("...khd,qkhd->...hqk", k, pos_q[_deberta_index(relative_pos, span)])
 
 
 def deberta_disentangled_logits(q, k, pos_q, pos_k, bucket_size: int | None = None,
                                 max_position: int | None = None):
-    """Full disentangled logits (Q^c K^c + c2p + p2c) / sqrt(3 d) (He et al. 2021, Eq. 4).
+    """Full disentangled logits (Q^c K^c + c2p + p2c) / sqrt(3 d) (He et al. 2021, Eq. 4, with
+    the official code's p2c index i - j + k; see `deberta_p2c`).
 
     q [..., q_len, heads, d]; k [..., k_len, heads, d]; pos_q, pos_k [2k, heads, d] (the relative
-    embeddings P [2k, hidden] projected per head). Returns [..., heads, q_len, k_len], already
-    scaled.
+    embeddings P [2k, hidden] projected per head; k = position_buckets for DeBERTa-v2 with log
+    buckets, else max_relative_positions). Returns [..., heads, q_len, k_len], already scaled
+    (Hugging Face's `DisentangledSelfAttention` scores before masking and softmax).
     """
     rel = deberta_relative_positions(q.shape[-3], k.shape[-3], bucket_size, max_position)
     c2c = jnp.einsum("...qhd,...khd->...hqk", q, k)

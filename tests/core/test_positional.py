@@ -1,6 +1,7 @@
 """Tests for jaxzoo.core.positional: each scheme against a per-pair NumPy loop or a closed form."""
 
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -239,30 +240,91 @@ def test_deberta_log_bucket_matches_formula(bucket_size, max_position):
     assert np.all(np.diff(got) >= 0)  # monotone in x
 
 
+def np_deberta_official(q, k, pos_q, pos_k, rel):
+    """The official / Hugging Face disentangled terms, pair by pair (microsoft/DeBERTa and HF
+    `disentangled_attention_bias`), unscaled: with idx(i, j) = clamp(i - j + s, 0, 2s - 1),
+      c2p[b, h, i, j] = <q[b, i, h], pos_k[idx(i, j), h]>
+      p2c[b, h, i, j] = <k[b, j, h], pos_q[idx(i, j), h]>   (the same index; the paper's Eq. 4
+                                                           reads delta(j, i), see deberta_p2c)
+    rel[i, j] is the (possibly bucketed) i - j."""
+    span = pos_q.shape[0] // 2
+    nb, q_len, nh, _ = q.shape
+    k_len = k.shape[1]
+    c2p, p2c = np.zeros((nb, nh, q_len, k_len)), np.zeros((nb, nh, q_len, k_len))
+    for b in range(nb):
+        for h in range(nh):
+            for i in range(q_len):
+                for j in range(k_len):
+                    idx = min(max(int(rel[i][j]) + span, 0), 2 * span - 1)
+                    c2p[b, h, i, j] = float(np.dot(q[b, i, h], pos_k[idx, h]))
+                    p2c[b, h, i, j] = float(np.dot(k[b, j, h], pos_q[idx, h]))
+    return c2p, p2c
+
+
 @pytest.mark.parametrize("buckets", [None, (4, 10)])
-@pytest.mark.parametrize("q_len,k_len", [(7, 7), (3, 6)])
+@pytest.mark.parametrize("q_len,k_len", [(7, 7), (3, 6), (9, 9)])
 def test_deberta_matches_loop(buckets, q_len, k_len):
-    span = 3
+    span = 3  # < 7 and 9: the clamp matters
     q, k = rng.normal(size=(2, q_len, H, D)), rng.normal(size=(2, k_len, H, D))
     pq, pk = rng.normal(size=(2 * span, H, D)), rng.normal(size=(2 * span, H, D))
     bs, mp = buckets if buckets else (None, None)
+    rel = [[(i + k_len - q_len) - j if buckets is None
+            else np_log_bucket((i + k_len - q_len) - j, bs, mp) for j in range(k_len)]
+           for i in range(q_len)]
+    np.testing.assert_array_equal(P.deberta_relative_positions(q_len, k_len, bs, mp), rel)
+    c2p, p2c = np_deberta_official(q, k, pq, pk, rel)
+    rel_j = jnp.asarray(rel, jnp.int32)
+    np.testing.assert_allclose(P.deberta_c2p(f32(q), f32(pk), rel_j), c2p, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(P.deberta_p2c(f32(k), f32(pq), rel_j), p2c, rtol=1e-5, atol=1e-5)
+    c2c = np.einsum("bqhd,bkhd->bhqk", q, k)
     got = P.deberta_disentangled_logits(f32(q), f32(k), f32(pq), f32(pk), bs, mp)
-
-    def delta(a, b):  # Eq. 2 with the optional log bucket
-        d = a - b if buckets is None else np_log_bucket(a - b, bs, mp)
-        return 0 if d <= -span else (2 * span - 1 if d >= span else d + span)
-
-    want = np.zeros((2, H, q_len, k_len))
-    for i in range(q_len):
-        ia = i + k_len - q_len
-        for j in range(k_len):
-            c2c = np.sum(q[:, i] * k[:, j], -1)
-            c2p = np.sum(q[:, i] * pk[delta(ia, j)], -1)
-            p2c = np.sum(k[:, j] * pq[delta(j, ia)], -1)
-            want[:, :, i, j] = (c2c + c2p + p2c) / math.sqrt(3 * D)
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got, (c2c + c2p + p2c) / math.sqrt(3 * D), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="2k"):
         P.deberta_c2p(f32(q), f32(pk[:-1]), jnp.zeros((q_len, k_len), jnp.int32))
+
+
+DEBERTA_FIXTURE = (pathlib.Path(__file__).parent.parent / "fixtures" / "deberta"
+                   / "hf_deberta_v2.npz")
+
+
+@pytest.fixture(scope="module")
+def hf_deberta():
+    """Hugging Face DebertaV2 numbers (tests/fixtures/deberta/make_fixture.py; no torch here)."""
+    with np.load(DEBERTA_FIXTURE, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+@pytest.mark.parametrize("case", ["plain", "plain_wide", "bucket"])
+def test_deberta_matches_hugging_face(hf_deberta, case):
+    g = lambda name: hf_deberta[f"{case}__{name}"]
+    q, k, pos_q, pos_k = g("q"), g("k"), g("pos_q"), g("pos_k")
+    seq, d = q.shape[1], q.shape[-1]
+    assert pos_q.shape[0] == 2 * int(g("span"))
+    buckets = int(g("position_buckets"))
+    bs, mp = (buckets, int(g("max_relative_positions"))) if buckets > 0 else (None, None)
+    rel = P.deberta_relative_positions(seq, seq, bs, mp)
+    np.testing.assert_array_equal(rel, g("relative_pos"))
+    scale = math.sqrt(3 * d)  # HF's terms are already divided by sqrt(d * scale_factor)
+    c2p = P.deberta_c2p(f32(q), f32(pos_k), rel) / scale
+    p2c = P.deberta_p2c(f32(k), f32(pos_q), rel) / scale
+    np.testing.assert_allclose(c2p, g("c2p"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p2c, g("p2c"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c2p + p2c, g("bias"), rtol=1e-5, atol=1e-6)
+    logits = P.deberta_disentangled_logits(f32(q), f32(k), f32(pos_q), f32(pos_k), bs, mp)
+    np.testing.assert_allclose(jax.nn.softmax(logits, -1), g("probs"), rtol=1e-5, atol=1e-6)
+    # the fixture can tell the conventions apart: the paper's literal j - i + k misses HF's p2c
+    span = pos_q.shape[0] // 2
+    literal = np.einsum("bkhd,qkhd->bhqk", k, pos_q[np.clip(-np.asarray(rel) + span, 0,
+                                                            2 * span - 1)]) / scale
+    assert np.abs(literal - g("p2c")).max() > 0.1
+
+
+@pytest.mark.parametrize("bucket_size,max_position", [(256, 512), (8, 30), (16, 100), (4, 5)])
+def test_deberta_log_bucket_matches_hugging_face(hf_deberta, bucket_size, max_position):
+    x = hf_deberta[f"buckets_{bucket_size}_{max_position}__x"]
+    want = hf_deberta[f"buckets_{bucket_size}_{max_position}__bucket"]
+    np.testing.assert_array_equal(P.deberta_log_bucket_position(x, bucket_size, max_position),
+                                  want)
 
 
 # ----------------------------------------------------------------------------- BERT
