@@ -41,9 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxzoo.core import diffusion as dif
 from jaxzoo.core import frechet
-from jaxzoo.core import samplers as smp
+from jaxzoo.diffusion import gaussian as dif, samplers as smp
 
 DETERMINISTIC = ("ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc")
 STOCHASTIC = (("ddpm", 0.0), ("ddim", 1.0))  # (method, eta)

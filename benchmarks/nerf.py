@@ -6,7 +6,7 @@ Everything runs in one process on the default backend, float32. Times are median
 `--repeats` interleaved rounds (every contender runs once per round, after one compile/warm-up
 call); only ratios are reported as results, nothing is asserted about time.
 
-(a) MLP efficiency. The seed's `NeRFMLP` (D=8, W=256, skip at 4, 63/27 encoded inputs) applied
+(a) MLP efficiency. nerf_pl's `NeRFMLP` (D=8, W=256, skip at 4, 63/27 encoded inputs) applied
     to P points (65,536; --quick 2,048), jitted, forward and forward+backward (gradient of
     sum(rgb) + sum(sigma) w.r.t. the params). Analytic FLOPs count the Dense layers only:
         forward    F = sum_layers 2 * in * out per point      (1,186,816 at the defaults)
@@ -27,7 +27,7 @@ call); only ratios are reported as results, nothing is asserted about time.
     encoding, MLP on the encodings, `volume_render`, `sample_pdf`, sort, then points, encoding,
     fine MLP and `volume_render` again), with the same params on the same rays. The two outputs
     are checked to agree (rtol = atol = 1e-5, a sanity check before any timing). Also timed: the
-    jitted training step (value and gradient of the seed's coarse + fine MSE, random samples),
+    jitted training step (value and gradient of nerf_pl's coarse + fine MSE, random samples),
     without an optimizer update. Reported as rays/s and their ratio; the fused render's achieved
     GFLOP/s uses the analytic forward count on 64 + 192 = 256 MLP evaluations per ray.
 
@@ -43,7 +43,7 @@ call); only ratios are reported as results, nothing is asserted about time.
     checked against 1 - T(far). Estimators (float32, the core functions with sigma and c evaluated
     exactly at the samples, black background):
         uniform S           `sample_along_rays` with S samples, `volume_render`.
-        hier Nc+Nf          the seed's: Nc stratified samples, `volume_render` weights, `sample_pdf`
+        hier Nc+Nf          nerf_pl's: Nc stratified samples, `volume_render` weights, `sample_pdf`
                             of Nf samples from the midpoints and weights[1:-1], `volume_render` of
                             all Nc + Nf sorted samples of the exact scene.
     The coarse pass of NeRF queries its own coarse network, trained through the Nc-sample
@@ -52,7 +52,7 @@ call); only ratios are reported as results, nothing is asserted about time.
     optical depth kept, spacing = (far - near) / (Nc - 1)). `hier_64_128_same` lets the coarse
     pass see the exact scene instead: surfaces thinner than the coarse spacing then go unseen by
     the coarse pass and so get no fine samples.
-    "Equal field evaluations": the seed's fine network re-evaluates the Nc coarse points, so
+    "Equal field evaluations": nerf_pl's fine network re-evaluates the Nc coarse points, so
     hier 64+128 costs 64 + 192 = 256 network evaluations for 192 composited samples. It is
     compared with uniform 192 (equal composited samples) and uniform 256 (equal evaluations), and
     hier 48+96 (48 + 144 = 192 evaluations) with uniform 192. Deterministic (perturb=False,
@@ -71,11 +71,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import time_interleaved, xla_flops
 from scipy.special import erf
 
-from _timing import time_interleaved, xla_flops
-from jaxzoo.core import render
-from jaxzoo.models.nerf import NeRF, NeRFMLP
+from jaxzoo.nerf import render
+from jaxzoo.nerf.model import NeRF, NeRFMLP
 
 NEAR, FAR = 2.0, 6.0
 GOAL_MLP_RATIO = 0.6
@@ -198,8 +198,8 @@ def make_staged_render(model: NeRF):
         samples=jax.jit(lambda near, far: render.sample_along_rays(
             None, near, far, model.num_coarse, perturb=False, lindisp=model.lindisp)),
         points=jax.jit(lambda o, d, z: o[..., None, :] + d[..., None, :] * z[..., :, None]),
-        enc_xyz=jax.jit(lambda x: render.positional_encoding(x, model.xyz_freqs)),
-        enc_dir=jax.jit(lambda d: render.positional_encoding(d, model.dir_freqs)),
+        enc_xyz=jax.jit(lambda x: render.frequency_encoding(x, model.xyz_freqs)),
+        enc_dir=jax.jit(lambda d: render.frequency_encoding(d, model.dir_freqs)),
         mlp=jax.jit(functools.partial(mlp_on_encoding, depth=model.depth, skips=tuple(model.skips))),
         composite=jax.jit(lambda sigma, rgb, z, d: render.volume_render(
             sigma, rgb, z, d, white_background=model.white_background)),
@@ -243,7 +243,7 @@ def bench_render(size: dict, repeats: int, peak_gflops: float) -> dict:
     fused = jax.jit(model.apply)
     staged = make_staged_render(model)
 
-    def loss(p, key):  # the seed's loss: MSE of the coarse plus MSE of the fine colour
+    def loss(p, key):  # nerf_pl's loss: MSE of the coarse plus MSE of the fine colour
         out = model.apply(p, rays_o, rays_d, near, far, key)
         return sum(jnp.mean((res.rgb - target) ** 2) for res in out.values())
 

@@ -29,10 +29,10 @@ import numpy as np
 import optax
 
 from jaxzoo.data.pipeline import StepIndexedLoader
-from jaxzoo.models.vae import VAE, negative_elbo
 from jaxzoo.train import loop, mesh as mesh_lib, metrics as metrics_lib
 from jaxzoo.train.state import abstract_state_and_shardings, create_state, make_init_fn
 from jaxzoo.train.step import make_train_step
+from jaxzoo.vae.model import VAE, negative_elbo
 
 BATCH, DIM = 100, 64
 

@@ -31,7 +31,7 @@ ratios and rates are reported, nothing is asserted about time.
     gradient, Adam update of every network) of the gan stage (generator forward once,
     discriminator on real, fake and detached fake, VGG on SR and HR, backward through all) and
     of the psnr stage (L1, generator only), built from experiments/esrgan.py's own losses
-    (`gan_losses`) and `experiments._sr`'s tasks. Reported: ms per step and the ratio gan / psnr.
+    (`gan_losses`) and `jaxzoo.sr.training`'s tasks. Reported: ms per step and the ratio gan / psnr.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
-
 from _timing import time_interleaved, xla_flops
-from experiments import _sr, esrgan
-from jaxzoo.models.rrdb import RRDBNet
+
+from experiments import esrgan
+from jaxzoo.sr import training as sr_training
+from jaxzoo.sr.rrdb import RRDBNet
 from jaxzoo.train import config as config_lib
 
 SIZES = {
@@ -133,9 +134,8 @@ def bench_rrdbnet(size: dict, batch: int, repeats: int, peaks: dict) -> dict:
 
 
 def gan_config(batch: int):
-    config = config_lib.load_config(str(pathlib.Path(esrgan.__file__).parent / "configs/esrgan.py") + ":cpu_gan")
-    config_lib.apply_overrides(config, {"batch_size": str(batch)})
-    return config
+    return config_lib.load_config(str(pathlib.Path(esrgan.__file__).parent / "configs/esrgan.py")
+                                  + ":cpu_gan", {"batch_size": str(batch)})
 
 
 def jitted_step(task):
@@ -152,9 +152,8 @@ def jitted_step(task):
 
 def bench_gan_step(size: dict, repeats: int) -> dict:
     config = gan_config(size["gan_batch"])
-    generator = esrgan.make_generator(config)
-    tasks = {"psnr": esrgan.psnr_task(config),
-             "gan": _sr.gan_task(config, generator, *esrgan.gan_losses(config))}  # generator: fresh init
+    tasks = {"psnr": sr_training.psnr_task(config),  # the gan generator: a fresh init
+             "gan": sr_training.gan_task(config, *esrgan.gan_losses(config))}
     b, p = config.batch_size, config.data.patch_size
     keys = jax.random.split(jax.random.key(7))
     batch = {"lr": jax.random.uniform(keys[0], (b, p // SCALE, p // SCALE, 3)),

@@ -22,24 +22,20 @@ same median for the test images (about 1: samples are as novel as unseen data; n
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-import sys
 import time
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from jaxzoo import viz
-from jaxzoo.core import diffusion, frechet, samplers
 from jaxzoo.data import digits, pipeline, tfds_utils
-from jaxzoo.models import classifier as classifier_lib
-from jaxzoo.models.unet import UNet, denoiser
-from jaxzoo.train import config as config_lib
-from jaxzoo.train import loop, mesh as mesh_lib, metrics as metrics_lib
+from jaxzoo.diffusion import evaluation, gaussian as diffusion, samplers
+from jaxzoo.diffusion.unet import UNet, denoiser
+from jaxzoo.errors import ConfigError
+from jaxzoo.train import cli, loop, mesh as mesh_lib, metrics as metrics_lib
 from jaxzoo.train.progress import progress
 
 DATASETS = ("digits16", "cifar10")
@@ -83,7 +79,7 @@ def load_data(config) -> Data:
         arrays = lambda split: pipeline.to_arrays(
             tfds_utils.data_source("cifar10", split, data_dir), keys=("image", "label"))
         return Data(arrays("train"), arrays("test"), 10)
-    raise ValueError(f"data.name={config.data.name!r}; allowed: {DATASETS}")
+    raise ConfigError(f"data.name={config.data.name!r}; allowed: {DATASETS}")
 
 
 def make_schedule(config) -> diffusion.Schedule:
@@ -106,8 +102,9 @@ def make_optimizer(config):
 
 
 def make_loss_fn(config, model: UNet, schedule: diffusion.Schedule):
-    """DDPM's L_simple (Eq. 14) in the space of ``diffusion.prediction``, optionally weighted:
-    ``E_{t, eps} w(t) ||f(x_t, t) - target||^2`` averaged over pixels, t uniform in [0, T)."""
+    """DDPM's L_simple (Eq. 14, `diffusion.denoising_loss`) in the space of
+    ``diffusion.prediction``, optionally weighted, t uniform in [0, T); class labels are dropped
+    with probability ``label_dropout`` for classifier-free guidance."""
     d = config.diffusion
     conditional = config.model.num_classes > 0
 
@@ -117,18 +114,15 @@ def make_loss_fn(config, model: UNet, schedule: diffusion.Schedule):
         b = x0.shape[0]
         t = jax.random.randint(key_t, (b,), 0, schedule.num_train_steps)
         eps = jax.random.normal(key_eps, x0.shape, x0.dtype)
-        x_t = diffusion.q_sample(schedule, x0, t, eps)
-        target = {"eps": eps, "x0": x0}.get(d.prediction)
-        if target is None:
-            target = diffusion.convert_prediction(eps, x_t, t, schedule, "eps", d.prediction)
         kwargs = {}
         if conditional:
             kwargs = {"label": batch["label"],
                       "drop": jax.random.bernoulli(key_drop, config.label_dropout, (b,))}
-        pred = model.apply(params, x_t, t, train=True, rngs={"dropout": key_dropout}, **kwargs)
-        per_sample = jnp.mean((pred - target) ** 2, axis=(1, 2, 3))
-        weight = diffusion.loss_weight(schedule, t, d.loss_weight, prediction=d.prediction)
-        return jnp.mean(weight * per_sample), {"mse": jnp.mean(per_sample)}
+        predict = lambda x_t, t: model.apply(params, x_t, t, train=True,  # noqa: E731
+                                             rngs={"dropout": key_dropout}, **kwargs)
+        loss, per_sample = diffusion.denoising_loss(predict, schedule, x0, t, eps,
+                                                    prediction=d.prediction, weighting=d.loss_weight)
+        return loss, {"mse": jnp.mean(per_sample)}
 
     return loss_fn
 
@@ -189,55 +183,17 @@ def generate(config, model: UNet, params, key, shape, method: str, num_steps: in
     return np.clip(np.concatenate(out), -1.0, 1.0)
 
 
-# ----------------------------------------------------------------------------- Frechet features
-
-
 def fd_classifier(config, data: Data, workdir: pathlib.Path):
-    """The feature network and its parameters: read from ``workdir/fd_classifier.msgpack`` when
-    it was trained with the same settings, else trained (deterministically, ``fd.seed``) on the
-    training images and saved. Returns ``(model, params, test_accuracy, seconds_spent)``."""
+    """The Frechet feature network, trained once per workdir (`evaluation.cached_classifier`).
+    Returns ``(model, params, test_accuracy, seconds_spent)``."""
     f = config.fd
-    model = classifier_lib.SmallConvNet(data.num_classes, tuple(f.widths), f.feature_dim)
-    meta = json.dumps({"data": config.data.name, "widths": list(f.widths), "feature_dim": f.feature_dim,
-                       "steps": f.steps, "batch_size": f.batch_size, "lr": f.lr, "seed": f.seed})
-    path = workdir / "fd_classifier.msgpack"
     t0 = time.perf_counter()
-    params = None
-    if path.exists():
-        stored = flax.serialization.msgpack_restore(path.read_bytes())
-        if stored.get("meta") == meta:
-            params = stored["params"]
-    if params is None:
-        params = classifier_lib.fit_classifier(
-            model, to_model_range(data.train["image"]), data.train["label"], steps=f.steps,
-            batch_size=f.batch_size, lr=f.lr, seed=f.seed)
-        params = jax.device_get(params)
-        if jax.process_index() == 0:
-            path.write_bytes(flax.serialization.msgpack_serialize({"meta": meta, "params": params}))
-    acc = classifier_lib.accuracy(model, params, to_model_range(data.test["image"]), data.test["label"])
+    model, params = evaluation.cached_classifier(
+        workdir / "fd_classifier.msgpack", to_model_range(data.train["image"]), data.train["label"],
+        data.num_classes, widths=tuple(f.widths), feature_dim=f.feature_dim, steps=f.steps,
+        batch_size=f.batch_size, lr=f.lr, seed=f.seed, tag=config.data.name)
+    acc = evaluation.accuracy(model, params, to_model_range(data.test["image"]), data.test["label"])
     return model, params, acc, time.perf_counter() - t0
-
-
-def _moments64(features):
-    f = np.asarray(features, np.float64)
-    return np.mean(f, 0), np.cov(f, rowvar=False)
-
-
-def _nearest_train_distance(images, train) -> np.ndarray:
-    """L2 (pixel) distance of each image to its nearest training image, ``[N]``."""
-    a = images.reshape(len(images), -1).astype(np.float64)
-    b = train.reshape(len(train), -1).astype(np.float64)
-    b_sq = np.sum(b**2, 1)[None]
-    out = []
-    for rows in np.array_split(a, max(1, len(a) // 1000)):  # [1000, N_train] blocks at a time
-        sq = np.sum(rows**2, 1)[:, None] + b_sq - 2.0 * rows @ b.T
-        out.append(np.sqrt(np.maximum(sq.min(1), 0.0)))
-    return np.concatenate(out)
-
-
-def _fd64(a, b) -> float:
-    with jax.enable_x64(True):
-        return float(frechet.frechet_distance(*a, *b))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -252,7 +208,7 @@ def evaluate(config, model: UNet, params, data: Data, workdir: pathlib.Path, key
         params = jax.device_put(params, mesh_lib.replicated(mesh))
     e = config.eval
     clf, clf_params, acc, clf_seconds = fd_classifier(config, data, workdir)
-    feats = lambda images: _moments64(classifier_lib.embed(clf, clf_params, to_model_range(images)))
+    feats = lambda images: evaluation.feature_moments(clf, clf_params, to_model_range(images))  # noqa: E731
     reference = to_model_range(data.train["image"])
     if config.fd.max_reference and len(reference) > config.fd.max_reference:
         keep = np.random.default_rng(0).permutation(len(reference))[:config.fd.max_reference]
@@ -269,8 +225,8 @@ def evaluate(config, model: UNet, params, data: Data, workdir: pathlib.Path, key
         "num_fd_reference": int(len(reference)),
         "num_fd_samples": int(n),
         "num_fd_test": int(len(data.test["image"])),
-        "fd_small_cnn_floor_test": _fd64(feats(data.test["image"]), ref),
-        "fd_small_cnn_ceiling_noise": _fd64(feats(noise), ref),
+        "fd_small_cnn_floor_test": evaluation.frechet_distance64(feats(data.test["image"]), ref),
+        "fd_small_cnn_ceiling_noise": evaluation.frechet_distance64(feats(noise), ref),
     }
     images = {}
     settings = [(m, s) for m in e.methods for s in e.num_steps]
@@ -281,13 +237,13 @@ def evaluate(config, model: UNet, params, data: Data, workdir: pathlib.Path, key
                          mesh)
             name = f"{method}_{steps}"
             metrics[f"sampling_seconds_{name}"] = time.perf_counter() - t0
-            metrics[f"fd_small_cnn_{name}"] = _fd64(feats(x), ref)
+            metrics[f"fd_small_cnn_{name}"] = evaluation.frechet_distance64(feats(x), ref)
             images[name] = x
             bar.update(1)
     if images:  # memorisation check on the last setting: ~1 = as novel as held-out digits
-        test_nn = np.median(_nearest_train_distance(to_model_range(data.test["image"]), reference))
+        test_nn = np.median(evaluation.nearest_train_distance(to_model_range(data.test["image"]), reference))
         metrics["nn_train_distance_ratio"] = float(
-            np.median(_nearest_train_distance(x, reference)) / test_nn)
+            np.median(evaluation.nearest_train_distance(x, reference)) / test_nn)
     metrics["eval_seconds"] = time.perf_counter() - t_start
     return metrics, images
 
@@ -321,10 +277,5 @@ def train_and_evaluate(config, workdir, hooks=()):
     return metrics
 
 
-def main(argv):
-    args = config_lib.cli(argv)
-    train_and_evaluate(args.config, args.workdir)
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.run(lambda args: train_and_evaluate(args.config, args.workdir))

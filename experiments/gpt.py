@@ -11,36 +11,29 @@ for byte-level data, samples.txt (continuations of `eval.sample_prompt`, nucleus
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import jax
 
-from experiments import _gpt
-from jaxzoo.train import config as config_lib
-from jaxzoo.train import mesh as mesh_lib, metrics as metrics_lib
+from jaxzoo.lm import training as lm_training
+from jaxzoo.train import cli, mesh as mesh_lib, metrics as metrics_lib
 
 
 def train_and_evaluate(config, workdir, hooks=()):
     """Trains, then evaluates and writes eval.json. Returns the eval dict (None if preempted)."""
     workdir = pathlib.Path(workdir)
-    train, test, byte_level = _gpt.load_data(config)
-    result = _gpt.train(config, train, workdir, hooks=hooks)
+    train, test, byte_level = lm_training.load_data(config)
+    result = lm_training.train(config, train, workdir, hooks=hooks)
     if result.preempted:
         return None
-    mconfig = _gpt.model_config(config)
+    mconfig = lm_training.model_config(config)
     params = mesh_lib.to_host(result.state.params)
-    metrics = _gpt.evaluate(mconfig, params, test, config.seq_len, config.eval.batch_size,
+    metrics = lm_training.evaluate(mconfig, params, test, config.seq_len, config.eval.batch_size,
                             config.eval.max_tokens, byte_level)
     metrics_lib.write_eval(workdir, metrics, result.step)
     if byte_level and jax.process_index() == 0:
-        _gpt.write_samples(mconfig, params, config, workdir / "samples.txt")
+        lm_training.write_samples(mconfig, params, config, workdir / "samples.txt")
     return metrics
 
 
-def main(argv):
-    args = config_lib.cli(argv)
-    train_and_evaluate(args.config, args.workdir)
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.run(lambda args: train_and_evaluate(args.config, args.workdir))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,16 +21,14 @@ import numpy as np
 import optax
 from PIL import Image
 
-from jaxzoo import metrics as image_metrics
 from jaxzoo import viz
-from jaxzoo.core import render
-from jaxzoo.data import blender, llff, nerf_scene, pipeline
-from jaxzoo.models.nerf import NeRF, render_image
-from jaxzoo.train import config as config_lib
-from jaxzoo.train import loop, mesh as mesh_lib, metrics as metrics_lib
+from jaxzoo.core import image_metrics
+from jaxzoo.data import pipeline
+from jaxzoo.errors import ConfigError, DataError, MissingFileError
+from jaxzoo.nerf import blender, llff, render, scene as nerf_scene
+from jaxzoo.nerf.model import NeRF, render_image
+from jaxzoo.train import cli, loop, mesh as mesh_lib, metrics as metrics_lib
 from jaxzoo.train.progress import progress
-
-FORMATS = ("embedded", "blender", "llff")
 
 
 @dataclasses.dataclass
@@ -46,39 +43,60 @@ class Scene:
     near: float
     far: float
     ndc: bool  # rays are mapped to NDC (LLFF); near, far are then 0, 1
+    pixel_center: float  # where each ray crosses its pixel (`render.get_ray_directions`)
+
+
+def check_config(config) -> None:
+    """ConfigError for settings that would only fail after training: bounds, evaluation limits."""
+    d, e = config.data, config.eval
+    if (d.near or d.far) and not 0 <= d.near < d.far:
+        raise ConfigError(f"data.near={d.near}, data.far={d.far}: need 0 <= near < far (or both 0 "
+                          "for the scene's own bounds)")
+    for key, value, low in (("eval.chunk", e.chunk, 1), ("eval.max_views", e.max_views, 0),
+                            ("eval.num_pictures", e.num_pictures, 0), ("video.num_frames",
+                            config.video.num_frames, 1), ("data.downscale", d.downscale, 1)):
+        if value < low:
+            raise ConfigError(f"{key}={value}; allowed: an int >= {low}")
+    if d.format != "embedded" and not d.root:
+        raise ConfigError(f"data.format={d.format!r} needs --config.data.root=/path/to/scene")
 
 
 def load_scene(config) -> Scene:
+    """The configured scene; a DataError if its test views are too small to score with SSIM."""
     d = config.data
-    if d.format not in FORMATS:
-        raise ValueError(f"data.format={d.format!r}; allowed: {FORMATS}")
     if d.format == "llff":
-        if not d.root:
-            raise ValueError("data.format='llff' needs --config.data.root=/path/to/scene")
         s = llff.load_llff(d.root, factor=d.llff_factor or None)
         test = np.arange(len(s.images)) % d.llff_hold == 0
-        return Scene(s.images[~test], s.poses[~test], s.images[test], s.poses[test], s.height,
-                     s.width, s.focal, near=0.0, far=1.0, ndc=True)
-    if d.format == "blender":
-        if not d.root:
-            raise ValueError("data.format='blender' needs --config.data.root=/path/to/nerf_synthetic/<scene>")
-        root = pathlib.Path(d.root)
+        scene = Scene(s.images[~test], s.poses[~test], s.images[test], s.poses[test], s.height,
+                      s.width, s.focal, near=0.0, far=1.0, ndc=True, pixel_center=d.pixel_center)
     else:
-        cache = pathlib.Path(d.cache_dir or "~/.cache/jaxzoo/nerf_scenes").expanduser()
-        root = nerf_scene.ensure_scene(cache, image_size=d.image_size)
-    train, test = (blender.load_blender(root, split, downscale=d.downscale) for split in ("train", "test"))
-    return Scene(train.images, train.poses, test.images, test.poses, train.height, train.width,
-                 train.focal, near=d.near or train.near, far=d.far or train.far, ndc=False)
+        if d.format == "blender":
+            root = pathlib.Path(d.root)
+        else:
+            cache = pathlib.Path(d.cache_dir or "~/.cache/jaxzoo/nerf_scenes").expanduser()
+            root = nerf_scene.ensure_scene(cache, image_size=d.image_size)
+        train, test = (blender.load_blender(root, split, downscale=d.downscale)
+                       for split in ("train", "test"))
+        scene = Scene(train.images, train.poses, test.images, test.poses, train.height, train.width,
+                      train.focal, near=d.near or train.near, far=d.far or train.far, ndc=False,
+                      pixel_center=d.pixel_center)
+    window = len(image_metrics.gaussian_window())
+    if min(scene.height, scene.width) < window:
+        raise DataError(f"the images are {scene.width}x{scene.height}, smaller than SSIM's "
+                        f"{window}x{window} window: use a smaller data.downscale or llff_factor")
+    if not scene.near < scene.far:
+        raise DataError(f"near={scene.near} is not below far={scene.far}: set data.near < data.far")
+    return scene
 
 
 def scene_rays(scene: Scene, poses):
     """Rays of every pixel of every pose: (rays_o, rays_d) [N, H, W, 3] (NumPy)."""
-    dirs = render.get_ray_directions(scene.height, scene.width, scene.focal)
+    dirs = render.get_ray_directions(scene.height, scene.width, scene.focal, scene.pixel_center)
 
     @jax.jit
     def rays(pose):
         o, d = render.get_rays(dirs, pose)
-        if scene.ndc:  # the seed's LLFF path: NDC with near plane 1
+        if scene.ndc:  # NeRF's LLFF path (App. C): NDC with near plane 1
             o, d = render.get_ndc_rays(scene.height, scene.width, scene.focal, 1.0, o, d)
         return o, d
 
@@ -169,10 +187,11 @@ def video_poses(config, scene: Scene) -> np.ndarray:
 
 
 def render_video(config, workdir) -> pathlib.Path:
-    """Turntable GIF (RGB | depth) from the newest checkpoint; FileNotFoundError if none."""
+    """Turntable GIF (RGB | depth) from the newest checkpoint; MissingFileError if none."""
     workdir = pathlib.Path(workdir)
     if not (workdir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first (same --workdir)")
+        raise MissingFileError(f"no checkpoint in {workdir / 'checkpoints'}: train first (same --workdir)")
+    check_config(config)
     scene = load_scene(config)
     model = make_model(config, scene)
     step, state = loop.restore_state(config, workdir, make_task(config, scene, model))
@@ -199,6 +218,7 @@ def render_video(config, workdir) -> pathlib.Path:
 def train_and_evaluate(config, workdir, hooks=()):
     """Trains, then evaluates and writes eval.json. Returns the eval dict (None if preempted)."""
     workdir = pathlib.Path(workdir)
+    check_config(config)
     scene = load_scene(config)
     model = make_model(config, scene)
     result = loop.train(config, workdir, make_task(config, scene, model), hooks=hooks)
@@ -208,16 +228,12 @@ def train_and_evaluate(config, workdir, hooks=()):
     return metrics_lib.write_eval(workdir, metrics, result.step)
 
 
-def main(argv):
-    args = config_lib.cli(argv, flags=("render_video",))
+def main(args):
     if args.flags.get("render_video", "false").lower() in ("true", "1", "yes"):
-        try:
-            render_video(args.config, args.workdir)
-        except FileNotFoundError as e:
-            sys.exit(f"error: {e}")
+        render_video(args.config, args.workdir)
     else:
         train_and_evaluate(args.config, args.workdir)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.run(main, flags=("render_video",))

@@ -47,15 +47,13 @@ from __future__ import annotations
 import itertools
 import json
 import pathlib
-import sys
 
 import jax
 import ml_collections
 
-from experiments import _gpt
-from jaxzoo.train import config as config_lib
-from jaxzoo.train import mesh as mesh_lib
-from jaxzoo.train.config import ConfigError
+from jaxzoo.errors import ConfigError
+from jaxzoo.lm import training as lm_training
+from jaxzoo.train import cli, config as config_lib, mesh as mesh_lib
 
 ENCODINGS = ("rope", "sinusoidal", "t5", "learned")
 # Row -> the trained encoding it evaluates, in table order.
@@ -163,7 +161,7 @@ def run_study(config, workdir):
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     big_l, e = config.seq_len, config.eval
-    train, test, byte_level = _gpt.load_data(config)
+    train, test, byte_level = lm_training.load_data(config)
     if len(test) < e.max_tokens + 1:
         raise ConfigError(f"eval.max_tokens={e.max_tokens} exceeds the test stream ({len(test)} tokens)")
     check_same_study(config, workdir)
@@ -179,18 +177,18 @@ def run_study(config, workdir):
                   "eval.json; not retraining or rescoring", flush=True)
             continue
         enc_config = encoding_config(config, encoding)
-        result = _gpt.train(enc_config, train, workdir / encoding)
+        result = lm_training.train(enc_config, train, workdir / encoding)
         if result.preempted:
             return None
         params = jax.device_put(mesh_lib.to_host(result.state.params))
-        trained = _gpt.model_config(enc_config)
+        trained = lm_training.model_config(enc_config)
         scored = {}  # (GPTConfig, length) -> cell: configs that coincide are scored once
         for method, k in todo:
             n = k * big_l
             mconfig = trained.replace(attention_impl=e.attention_impl,
                                       **method_changes(method, big_l, n, e.scale_factor, window))
             if (mconfig, n) not in scored:
-                m = _gpt.evaluate(mconfig, params, test, n, max(1, e.batch_tokens // n),
+                m = lm_training.evaluate(mconfig, params, test, n, max(1, e.batch_tokens // n),
                                           e.max_tokens, byte_level, desc=f"{method} {k}x")
                 scored[mconfig, n] = {"loss": m["test_loss"], "accuracy": m["test_accuracy"],
                                       "length": n, "tokens": m["num_test_tokens"]}
@@ -309,10 +307,5 @@ def plot_accuracy(results: dict, path) -> pathlib.Path:
     return path
 
 
-def main(argv):
-    args = config_lib.cli(argv)
-    run_study(args.config, args.workdir)
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.run(lambda args: run_study(args.config, args.workdir))

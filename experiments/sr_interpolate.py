@@ -5,9 +5,9 @@
         --alphas=0,0.2,0.4,0.6,0.8,1 --workdir=workdirs/esrgan_interp
 
 theta_interp = (1 - alpha) theta_PSNR + alpha theta_GAN: the generator of the newest checkpoint
-of a psnr-stage run and that of a gan-stage run (each restored with its own config.json, through
-the launchers' restore code; both must have `config.model`), blended parameter by parameter
-(`jaxzoo.core.sr_losses.interpolate_params`), then scored on the test images of `--config`
+of a psnr-stage run and that of a gan-stage run (each restored with its own config.json; both
+must have `config.model`), blended parameter by parameter
+(`jaxzoo.sr.losses.interpolate_params`), then scored on the test images of `--config`
 exactly as the launchers' eval.json is (PSNR / SSIM on the Y channel, `scale` pixels shaved), so
 alpha = 0 reproduces the psnr run's eval.json and alpha = 1 the gan run's. `--config` is the
 config file of either paper (experiments/configs/esrgan.py or srgan.py); its data and eval keys
@@ -23,18 +23,15 @@ pick the test images. Writes to --workdir:
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import numpy as np
 
-from experiments import _sr, esrgan, srgan
 from jaxzoo import viz
-from jaxzoo.core.sr_losses import interpolate_params
-from jaxzoo.train import config as config_lib, metrics as metrics_lib
-from jaxzoo.train.config import ConfigError
+from jaxzoo.errors import ConfigError
+from jaxzoo.sr import training as sr_training
+from jaxzoo.sr.losses import interpolate_params
+from jaxzoo.train import cli, metrics as metrics_lib
 
-# The launcher of each config file (by its file name), for its generator and restore code.
-PAPERS = {"esrgan": esrgan, "srgan": srgan}
 DEFAULT_ALPHAS = "0,0.2,0.4,0.6,0.8,1"
 FLAGS = ("psnr_workdir", "gan_workdir", "alphas")
 CROP = 128
@@ -88,20 +85,20 @@ def plot_psnr(result: dict, path) -> pathlib.Path:
     return path
 
 
-def interpolate(config, launcher, psnr_workdir, gan_workdir, alphas, workdir) -> dict:
+def interpolate(config, psnr_workdir, gan_workdir, alphas, workdir) -> dict:
     """Evaluates the generator interpolated at each alpha and writes the files listed in the
-    module docstring to `workdir`; returns what interpolation.json holds.
-
-    launcher: the paper's launcher module (`make_generator(config)`, `psnr_task(config)`).
-    """
+    module docstring to `workdir`; returns what interpolation.json holds."""
+    if "stage" not in config or "arch" not in config.model:
+        raise ConfigError("--config must be a super-resolution config (experiments/configs/esrgan.py "
+                          "or srgan.py)")
     alphas = check_alphas(alphas)
     restored = {}
     for stage, run in (("psnr", psnr_workdir), ("gan", gan_workdir)):
-        restored[stage] = _sr.restore_trained_generator(run, launcher.make_generator, launcher.psnr_task,
-                                                        stage=stage, config=config, what=f"{stage}_workdir")
+        restored[stage] = sr_training.restore_trained_generator(run, stage=stage, config=config,
+                                                                what=f"{stage}_workdir")
     (psnr_step, theta_psnr), (gan_step, theta_gan) = restored["psnr"], restored["gan"]
-    test_pairs = _sr.load_test_pairs(config)
-    generate = launcher.make_generator(config).apply
+    test_pairs = sr_training.load_test_pairs(config)
+    generate = sr_training.make_generator(config).apply
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -115,8 +112,8 @@ def interpolate(config, launcher, psnr_workdir, gan_workdir, alphas, workdir) ->
                     crops[k], names[k] = [centre_crop(bicubic, CROP), centre_crop(hr, CROP)], name
                 crops[k].insert(-1, centre_crop(pred, CROP))
 
-        ev = _sr.evaluate(config, generate, interpolate_params(theta_psnr, theta_gan, alpha), test_pairs,
-                          on_image=keep)
+        ev = sr_training.evaluate(config, generate, interpolate_params(theta_psnr, theta_gan, alpha),
+                                  test_pairs, on_image=keep)
         evals.append(ev)
         results.append({"alpha": alpha, **{k: ev[k] for k in ("test_psnr", "test_ssim", "test_psnr_per_image",
                                                               "test_ssim_per_image")}})
@@ -135,28 +132,13 @@ def interpolate(config, launcher, psnr_workdir, gan_workdir, alphas, workdir) ->
     return result
 
 
-def launcher_for(spec: str):
-    """The launcher module of a `--config=path/to/<paper>.py[:variant]` spec."""
-    paper = pathlib.Path(spec.partition(":")[0]).stem
-    if paper not in PAPERS:
-        raise ConfigError(f"--config={spec!r}: interpolation is for the config files {sorted(PAPERS)} "
-                          f"(experiments/configs/<paper>.py), not {paper!r}")
-    return PAPERS[paper]
-
-
-def main(argv):
-    args = config_lib.cli(argv, flags=FLAGS)
-    spec = next(a.partition("=")[2] for a in argv[1:] if a.startswith("--config="))
-    try:
-        missing = [f"--{f}" for f in ("psnr_workdir", "gan_workdir") if not args.flags.get(f)]
-        if missing:
-            raise ConfigError(f"{' and '.join(missing)} required: the workdirs of the two stages' runs")
-        alphas = parse_alphas(args.flags.get("alphas", DEFAULT_ALPHAS))
-        interpolate(args.config, launcher_for(spec), args.flags["psnr_workdir"], args.flags["gan_workdir"],
-                    alphas, args.workdir)
-    except (FileNotFoundError, ConfigError) as e:
-        sys.exit(f"error: {e}")
+def main(args):
+    missing = [f"--{f}" for f in ("psnr_workdir", "gan_workdir") if not args.flags.get(f)]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} required: the workdirs of the two stages' runs")
+    alphas = parse_alphas(args.flags.get("alphas", DEFAULT_ALPHAS))
+    interpolate(args.config, args.flags["psnr_workdir"], args.flags["gan_workdir"], alphas, args.workdir)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.run(main, flags=FLAGS)

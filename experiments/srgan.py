@@ -6,7 +6,7 @@
 
 Stage `psnr` trains SRResNet with the pixel MSE (SRGAN Eq. 4). Stage `gan` starts from the psnr
 run's newest checkpoint and minimises l_VGG54 + 1e-3 l_Gen (Eq. 3, 5, 6) against the SRGAN
-discriminator (BCE, Eq. 2), both networks in one step (see `experiments._sr`). Writes the same
+discriminator (BCE, Eq. 2), both networks in one step (see `jaxzoo.train.gan`). Writes the same
 files as experiments/esrgan.py: config.json, metrics.jsonl, checkpoints/, eval.json (`test_psnr`,
 `test_ssim`, `bicubic_psnr`, `bicubic_ssim`, Y channel, 4 pixels shaved, means and per image)
 and test_<k>_<name>.png triptychs (bicubic | output | ground truth).
@@ -14,36 +14,23 @@ and test_<k>_<name>.png triptychs (bicubic | output | ground truth).
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import jax.numpy as jnp
 
-from experiments import _sr
-from jaxzoo.core import sr_losses
-from jaxzoo.models.srresnet import SRResNet
-from jaxzoo.train import loop
-
-
-def make_generator(config) -> SRResNet:
-    m = config.model
-    return SRResNet(num_blocks=m.num_blocks, features=m.features, scale=config.data.scale,
-                    use_batchnorm=False)
-
-
-def psnr_task(config, loader=None) -> loop.Task:
-    return _sr.psnr_task(config, make_generator(config), sr_losses.l2_loss, "mse", loader)
+from jaxzoo.core.gan_losses import bce_discriminator_loss, nonsaturating_generator_loss
+from jaxzoo.sr import losses as sr_losses, training as sr_training
+from jaxzoo.train import cli
 
 
 def feature_extractor(config):
     """`x -> VGG19 features after ReLU` at `loss.percep_layer` (SRGAN's phi_{5,4}), frozen."""
-    features = _sr.vgg_features(config, "VGG content loss")
+    features = sr_training.vgg_features(config, "VGG content loss")
     return lambda x: jax.nn.relu(features(x))
 
 
 def gan_losses(config):
-    """(generator_loss, discriminator_loss) of the gan stage, for `_sr.gan_task`: content +
-    1e-3 adversarial (SRGAN Eq. 3, 5, 6) for G, the BCE of Eq. 2 for D."""
+    """(generator_loss, discriminator_loss) of the gan stage, for `jaxzoo.sr.training.gan_task`:
+    content + 1e-3 adversarial (SRGAN Eq. 3, 5, 6) for G, the BCE of Eq. 2 for D."""
     features = feature_extractor(config)
     w = config.loss
 
@@ -51,12 +38,12 @@ def gan_losses(config):
         del real  # the standard GAN generator loss only scores the fakes
         content = sr_losses.perceptual_loss(w.content_scale * features(sr),
                                             jax.lax.stop_gradient(w.content_scale * features(hr)), "l2")
-        adv = sr_losses.srgan_generator_loss(fake)
+        adv = nonsaturating_generator_loss(fake)
         return content + w.adv_weight * adv, {"content": content, "adv_g": adv,
                                               "mse": sr_losses.l2_loss(sr, hr)}
 
     def discriminator_loss(real, fake):
-        loss = sr_losses.srgan_discriminator_loss(real, fake)
+        loss = bce_discriminator_loss(real, fake)
         return loss, {"d_real_logit": jnp.mean(real), "d_fake_logit": jnp.mean(fake)}
 
     return generator_loss, discriminator_loss
@@ -64,13 +51,8 @@ def gan_losses(config):
 
 def train_and_evaluate(config, workdir, hooks=()):
     """Trains the configured stage, then evaluates and writes eval.json (None if preempted)."""
-    return _sr.train_and_evaluate(config, workdir, make_generator=make_generator, psnr_task=psnr_task,
-                                  gan_losses=gan_losses, hooks=hooks)
-
-
-def main(argv):
-    _sr.main(argv, train_and_evaluate)
+    return sr_training.train_and_evaluate(config, workdir, gan_losses, hooks=hooks)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.run(lambda args: train_and_evaluate(args.config, args.workdir))

@@ -11,7 +11,6 @@ per image, plus `test_kl`, `test_recon`), samples.png (prior samples) and recons
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +18,12 @@ import numpy as np
 import optax
 
 from jaxzoo import viz
-from jaxzoo.core import vae as vae_core
 from jaxzoo.data import digits, pipeline, tfds_utils
-from jaxzoo.models.vae import VAE, importance_nll, negative_elbo
-from jaxzoo.train import config as config_lib
-from jaxzoo.train import loop, mesh as mesh_lib, metrics as metrics_lib
+from jaxzoo.errors import ConfigError
+from jaxzoo.train import cli, loop, mesh as mesh_lib, metrics as metrics_lib
 from jaxzoo.train.progress import progress
+from jaxzoo.vae import elbo as vae_core
+from jaxzoo.vae.model import VAE, importance_nll, negative_elbo
 
 
 def load_data(config):
@@ -46,9 +45,9 @@ def load_data(config):
         test = pipeline.to_arrays(tfds_utils.data_source("mnist", "test", data_dir), keys=("image",))
         max_value = 255
     else:
-        raise ValueError(f"data.name={config.data.name!r}; allowed: 'digits', 'mnist'")
+        raise ConfigError(f"data.name={config.data.name!r}; allowed: 'digits', 'mnist'")
     if config.data.binarize not in ("static", "dynamic"):
-        raise ValueError(f"data.binarize={config.data.binarize!r}; allowed: 'static', 'dynamic'")
+        raise ConfigError(f"data.binarize={config.data.binarize!r}; allowed: 'static', 'dynamic'")
     shape = test["image"].shape[1:]
     flat = lambda images: images.reshape(len(images), -1).astype(np.float32) / max_value
     p_test = flat(test["image"])
@@ -73,7 +72,7 @@ def make_optimizer(config):
         lr = optax.piecewise_constant_schedule(
             o.lr, {int(e * o.steps_per_epoch): 10 ** (-1 / 7) for e in epochs})
     else:
-        raise ValueError(f"optim.schedule={o.schedule!r}; allowed: constant, cosine, iwae")
+        raise ConfigError(f"optim.schedule={o.schedule!r}; allowed: constant, cosine, iwae")
     return optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
 
 
@@ -153,10 +152,5 @@ def train_and_evaluate(config, workdir, hooks=()):
     return metrics
 
 
-def main(argv):
-    args = config_lib.cli(argv)
-    train_and_evaluate(args.config, args.workdir)
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    cli.run(lambda args: train_and_evaluate(args.config, args.workdir))

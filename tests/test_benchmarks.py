@@ -26,7 +26,7 @@ def test_nerf_benchmark_quick(tmp_path):
                 "mlp_fwd_flops_per_point", "mlp_fwd_xla_flops_per_point", "render_fused_rays_per_s",
                 "render_staged_rays_per_s", "render_ratio", "train_rays_per_s", "sampling"):
         assert key in res, key
-    # The seed's MLP: 595,844 parameters, 2 * 593,408 Dense FLOPs per point forward.
+    # nerf_pl's MLP: 595,844 parameters, 2 * 593,408 Dense FLOPs per point forward.
     assert res["mlp_params"] == 595_844
     assert res["mlp_fwd_flops_per_point"] == 2 * 593_408
     s = res["sampling"]

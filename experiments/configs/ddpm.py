@@ -21,9 +21,18 @@ Variants:
 
 import ml_collections
 
+from jaxzoo.diffusion import gaussian, samplers
 from jaxzoo.train.config import base_config
 
 VARIANTS = ("cpu", "paper")
+CHOICES = {
+    "data.name": ("digits16", "cifar10"),
+    "diffusion.schedule": gaussian.SCHEDULES,
+    "diffusion.prediction": gaussian.PREDICTIONS,
+    "diffusion.loss_weight": gaussian.LOSS_WEIGHTS,
+    "eval.methods": samplers.METHODS,
+    "eval.spacing": samplers.SAMPLE_SPACINGS,
+}
 
 
 def get_config(variant=None):

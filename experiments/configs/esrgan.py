@@ -29,18 +29,19 @@ Variants `<size>_<stage>`, size cpu | paper, stage psnr | gan:
              conv5_4 features before activation (weights from --config.vgg_weights=<torchvision
              vgg19 .pth>, required); lr 1e-4 for both networks, halved at 50k, 100k, 200k, 300k
              of 400k steps; Adam(0.9, 0.999). The relativistic losses are scaled by 0.5 as in the
-             released code (jaxzoo.core.sr_losses). Discriminator: 10 convs (64..512, stride 2
+             released code (jaxzoo.sr.losses). Discriminator: 10 convs (64..512, stride 2
              every second), BN, dense 100, as ESRGAN's VGG_128 but with 3x3 stride-2 kernels
              (the released model uses 4x4).
 """
 
-from experiments.configs import _sr
+from jaxzoo.sr import configs as sr_configs
 
-VARIANTS = _sr.VARIANTS
+VARIANTS = sr_configs.VARIANTS
+CHOICES = sr_configs.CHOICES
 
 
 def get_config(variant=None):
-    c, size = _sr.sr_config(variant, patch_size=128)
+    c, size = sr_configs.sr_config(variant, arch="rrdbnet", pixel="l1", patch_size=128)
     c.loss.pixel_weight = 1e-2
     c.loss.adv_weight = 5e-3
     c.loss.percep_weight = 1.0

@@ -21,17 +21,18 @@ Variants:
 
 import ml_collections
 
-from experiments.configs import _gpt
+from jaxzoo.lm import configs as lm_configs
 from jaxzoo.train.config import base_config
 
 VARIANTS = ("cpu", "paper")
+CHOICES = lm_configs.CHOICES
 
 
 def get_config(variant=None):
     c = base_config(variant, VARIANTS)
     variant = c.variant
 
-    _gpt.add_gpt_keys(c, variant)
+    lm_configs.add_gpt_keys(c, variant)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 32

@@ -24,6 +24,7 @@ import ml_collections
 from jaxzoo.train.config import base_config
 
 VARIANTS = ("cpu", "paper")
+CHOICES = {"data.format": ("embedded", "blender", "llff")}
 
 
 def get_config(variant=None):
@@ -40,6 +41,7 @@ def get_config(variant=None):
     c.data.llff_hold = 8  # llff: every n-th image is a test view
     c.data.near = 0.0  # ray bounds; 0: the scene's own (2 and 6 for Blender scenes)
     c.data.far = 0.0
+    c.data.pixel_center = 0.5  # rays through pixel centres (multinerf); 0: the official NeRF code
 
     c.model = ml_collections.ConfigDict()
     c.model.xyz_freqs = 10

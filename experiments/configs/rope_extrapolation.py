@@ -35,10 +35,11 @@ Variants:
 
 import ml_collections
 
-from experiments.configs import _gpt
+from jaxzoo.lm import configs as lm_configs
 from jaxzoo.train.config import base_config
 
 VARIANTS = ("cpu", "paper")
+CHOICES = lm_configs.CHOICES
 
 
 def get_config(variant=None):
@@ -48,7 +49,7 @@ def get_config(variant=None):
 
     # experiments/gpt.py's keys; `position` and `max_len` are set per encoding (max_len = L, or
     # max(length_multiples) x L for "learned" so its table has rows for the long windows).
-    _gpt.add_gpt_keys(c, variant)
+    lm_configs.add_gpt_keys(c, variant)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.length_multiples = (1, 4, 8, 16)  # evaluation lengths n = multiple x L

@@ -30,13 +30,14 @@ BatchNorm on batch statistics (as in training, the only place it is used), and b
 and HR target are in [0, 1] (the paper scales HR to [-1, 1]).
 """
 
-from experiments.configs import _sr
+from jaxzoo.sr import configs as sr_configs
 
-VARIANTS = _sr.VARIANTS
+VARIANTS = sr_configs.VARIANTS
+CHOICES = sr_configs.CHOICES
 
 
 def get_config(variant=None):
-    c, size = _sr.sr_config(variant, patch_size=96)
+    c, size = sr_configs.sr_config(variant, arch="srresnet", pixel="mse", patch_size=96)
     c.loss.adv_weight = 1e-3
     c.loss.content_scale = 1.0 / 12.75
     if size == "cpu":

@@ -14,8 +14,16 @@ Variants:
 import ml_collections
 
 from jaxzoo.train.config import base_config
+from jaxzoo.vae.model import ACTIVATIONS, LIKELIHOODS
 
 VARIANTS = ("cpu", "paper")
+CHOICES = {
+    "data.name": ("digits", "mnist"),
+    "data.binarize": ("static", "dynamic"),
+    "model.likelihood": LIKELIHOODS,
+    "model.activation": tuple(ACTIVATIONS),
+    "optim.schedule": ("constant", "cosine", "iwae"),
+}
 
 
 def get_config(variant=None):

@@ -1,1 +1,1 @@
-"""Pure jax.numpy kernels: no flax, optax, orbax or I/O."""
+"""Pure jax.numpy kernels shared by two or more families: no flax, optax, orbax or I/O."""

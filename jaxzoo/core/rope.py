@@ -23,8 +23,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 # Keys each `rope_type` requires / may carry (Hugging Face `rope_parameters` naming). "rope_theta"
 # and "original_max_position_embeddings" are accepted everywhere: published configs carry them.

@@ -1,1 +1,2 @@
-"""Datasets: TFDS builders (array_record, no TensorFlow) and step-indexed loaders."""
+"""Generic data loading (step-indexed loader, TFDS helpers) and the embedded datasets several
+families share (digits, the Python-source corpus)."""

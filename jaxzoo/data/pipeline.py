@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
+from jaxzoo.errors import WorkdirError
+
 
 @functools.lru_cache(maxsize=4)
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
@@ -115,6 +117,6 @@ class StepIndexedLoader:
         expected = self.state(step)
         diff = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
         if diff:
-            raise ValueError(
+            raise WorkdirError(
                 "the checkpoint's data position does not match this run "
                 f"(checkpoint vs now: {diff}); resuming would not replay the same batches")

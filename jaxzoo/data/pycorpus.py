@@ -33,6 +33,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxzoo.errors import ConfigError, MissingFileError
+
 EOT = 256
 VOCAB_SIZE = 257
 MAX_FILE_BYTES = 512 * 1024
@@ -97,7 +99,7 @@ def stdlib_files(root=None) -> list[tuple[str, str]]:
     stdlib), sorted by relpath; see the module docstring for the rules."""
     root = pathlib.Path(root) if root is not None else stdlib_root()
     if not root.is_dir():
-        raise FileNotFoundError(f"standard library directory {root} does not exist")
+        raise MissingFileError(f"standard library directory {root} does not exist")
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in EXCLUDED_DIRS]  # prune: never descend
@@ -209,7 +211,7 @@ def load_tokens(split: str, data_dir=None, max_bytes: int | None = None) -> np.n
     if max_bytes is not None:
         docs = [docs[i] for i in select_documents([len(d) for _, d in docs], max_bytes)]
         if not docs:
-            raise ValueError(f"max_bytes={max_bytes} is smaller than every {split!r} document "
+            raise ConfigError(f"max_bytes={max_bytes} is smaller than every {split!r} document "
                              f"(plus its EOT)")
     return _join_documents([d for _, d in docs])
 
@@ -231,6 +233,6 @@ def windows(tokens: np.ndarray, length: int, stride: int | None = None) -> np.nd
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be a 1-D stream, got shape {tokens.shape}")
     if len(tokens) < length + 1:
-        raise ValueError(f"a stream of {len(tokens)} tokens is shorter than one window of "
+        raise ConfigError(f"a stream of {len(tokens)} tokens is shorter than one window of "
                          f"length + 1 = {length + 1}")
     return np.lib.stride_tricks.sliding_window_view(tokens, length + 1)[::stride]

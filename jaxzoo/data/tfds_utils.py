@@ -7,6 +7,8 @@ import fcntl
 import os
 import pathlib
 
+from jaxzoo.errors import MissingFileError
+
 DEFAULT_DATA_DIR = "~/.cache/jaxzoo/tensorflow_datasets"
 
 
@@ -50,8 +52,8 @@ def data_source(name: str, split: str, data_dir_path=None):
     try:
         return tfds.data_source(name, split=split, data_dir=str(root), download=False)
     except Exception as e:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"TFDS dataset {name!r} (split {split!r}) is not prepared in array_record format under "
             f"{root}. Prepare it on a machine with internet access with `tfds build {name} "
             f"--file_format=array_record --data_dir={root}` (or set $JAXZOO_DATA_DIR). "
-            f"Original error: {type(e).__name__}: {e}") from e
+            f"TFDS said: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e

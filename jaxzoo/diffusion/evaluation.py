@@ -1,26 +1,33 @@
-"""A small convolutional classifier whose penultimate activations serve as Frechet features.
+"""Scoring generated images: a Frechet distance on the features of a small in-domain classifier,
+and a memorisation check.
 
-Used by the diffusion launcher to score samples with a Frechet distance computed on features
-of a classifier trained on the same (embedded) data: the FID recipe (Heusel et al. 2017,
-arXiv 1706.08500) with a tiny in-domain network in place of Inception-v3, so the numbers are
-comparable only with each other, never with published FIDs.
+The FID recipe (Heusel et al. 2017, arXiv 1706.08500) with a tiny classifier trained on the same
+(embedded) data in place of Inception-v3, so the numbers are comparable only with each other,
+never with published FIDs. Shared by every launcher that samples images (DDPM, and the
+text-to-image models after it).
 
 Shapes: images NHWC ``[B, H, W, C]`` in the range the caller trains on; ``features``
-``[B, feature_dim]``; ``logits`` ``[B, num_classes]``.
+``[B, feature_dim]``; ``logits`` ``[B, num_classes]``; moments are float64 ``(mu [F], cov [F, F])``.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import pathlib
 from typing import Sequence
 
 import flax.linen as nn
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["SmallConvNet", "accuracy", "embed", "fit_classifier"]
+from jaxzoo.core import frechet
+
+__all__ = ["SmallConvNet", "accuracy", "cached_classifier", "embed", "feature_moments",
+           "fit_classifier", "frechet_distance64", "nearest_train_distance"]
 
 
 class SmallConvNet(nn.Module):
@@ -109,3 +116,48 @@ def accuracy(model: SmallConvNet, params, images, labels, batch_size: int = 1000
     """Fraction of ``images`` whose arg-max logit is the label."""
     pred = _batched(_predict, model, params, images, batch_size)
     return float(np.mean(pred == np.asarray(labels)))
+
+
+def cached_classifier(path, images, labels, num_classes: int, *, widths: Sequence[int],
+                      feature_dim: int, steps: int, batch_size: int, lr: float, seed: int,
+                      tag: str = ""):
+    """``(model, params)`` of a SmallConvNet read from ``path`` (msgpack) when it was trained with
+    the same settings (and ``tag``, e.g. the dataset name), else trained with `fit_classifier`
+    and saved there by process 0."""
+    model = SmallConvNet(num_classes, tuple(widths), feature_dim)
+    meta = json.dumps({"data": tag, "widths": list(widths), "feature_dim": feature_dim,
+                       "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed})
+    path = pathlib.Path(path)
+    if path.exists():
+        stored = flax.serialization.msgpack_restore(path.read_bytes())
+        if stored.get("meta") == meta:
+            return model, stored["params"]
+    params = jax.device_get(fit_classifier(model, images, labels, steps=steps,
+                                           batch_size=batch_size, lr=lr, seed=seed))
+    if jax.process_index() == 0:
+        path.write_bytes(flax.serialization.msgpack_serialize({"meta": meta, "params": params}))
+    return model, params
+
+
+def feature_moments(model: SmallConvNet, params, images) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``[F]`` and covariance ``[F, F]`` (float64, ``np.cov``'s N - 1) of the features."""
+    f = embed(model, params, images).astype(np.float64)
+    return np.mean(f, 0), np.cov(f, rowvar=False)
+
+
+def frechet_distance64(a, b) -> float:
+    """Frechet distance of two ``(mu, cov)`` moment pairs, computed in float64."""
+    with jax.enable_x64(True):
+        return float(frechet.frechet_distance(*a, *b))
+
+
+def nearest_train_distance(images, train) -> np.ndarray:
+    """L2 (pixel) distance of each image to its nearest training image, ``[N]`` (float64)."""
+    a = np.asarray(images).reshape(len(images), -1).astype(np.float64)
+    b = np.asarray(train).reshape(len(train), -1).astype(np.float64)
+    b_sq = np.sum(b**2, 1)[None]
+    out = []
+    for rows in np.array_split(a, max(1, len(a) // 1000)):  # [1000, N_train] blocks at a time
+        sq = np.sum(rows**2, 1)[:, None] + b_sq - 2.0 * rows @ b.T
+        out.append(np.sqrt(np.maximum(sq.min(1), 0.0)))
+    return np.concatenate(out)

@@ -1,7 +1,8 @@
-"""Diffusion core: noise schedules, forward process, prediction conversions, guidance.
+"""The Gaussian diffusion process, pure jax.numpy: noise schedules, forward process, prediction
+conversions, the denoising loss, guidance.
 
 Samplers (DDPM, DDIM, Euler, Heun, DPM-Solver++, UniPC) and the probability-flow ODE
-reference solver live in :mod:`jaxzoo.core.samplers`; this module holds everything they
+reference solver live in :mod:`jaxzoo.diffusion.samplers`; this module holds everything they
 share.
 
 Names, shapes and conventions used throughout:
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "LOSS_WEIGHTS",
     "PREDICTIONS",
     "SCHEDULES",
     "SPACINGS",
@@ -43,6 +45,7 @@ __all__ = [
     "alpha_sigma",
     "classifier_free_guidance",
     "convert_prediction",
+    "denoising_loss",
     "dynamic_threshold",
     "karras_sigmas",
     "loss_weight",
@@ -58,7 +61,7 @@ __all__ = [
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 SPACINGS = ("leading", "trailing", "linspace")
 PREDICTIONS = ("eps", "x0", "v")
-_LOSS_WEIGHTS = ("uniform", "min_snr")
+LOSS_WEIGHTS = ("uniform", "min_snr")
 _COSINE_MAX_BETA = 0.999  # Nichol & Dhariwal 2021 clip beta_t to <= 0.999 (Sec. 3.2)
 
 
@@ -278,7 +281,7 @@ def loss_weight(schedule, t, kind="uniform", gamma=5.0, prediction="eps"):
     prediction target, i.e. ``min(SNR, gamma) / SNR`` for eps, ``min(SNR, gamma)`` for
     x0 and ``min(SNR, gamma) / (SNR + 1)`` for v, with ``SNR = alpha_t^2 / sigma_t^2``.
     """
-    _check("kind", kind, _LOSS_WEIGHTS)
+    _check("kind", kind, LOSS_WEIGHTS)
     _check("prediction", prediction, PREDICTIONS)
     sig = t_to_sigma(schedule, t)
     if kind == "uniform":
@@ -290,6 +293,28 @@ def loss_weight(schedule, t, kind="uniform", gamma=5.0, prediction="eps"):
     if prediction == "x0":
         return clipped
     return clipped / (snr + 1.0)
+
+
+def denoising_loss(prediction_fn, schedule, x0, t, eps, *, prediction="eps", weighting="uniform"):
+    """DDPM's simple loss (Ho et al. 2020, 2006.11239, Eq. 14) for given draws ``t`` and ``eps``.
+
+    ``x_t = alpha_t x0 + sigma_t eps`` (Eq. 4); the network's output
+    ``f = prediction_fn(x_t, t)`` is regressed onto the target ``prediction`` names (eps as in
+    Eq. 14, or x0 or v), ``w(t) ||f - target||^2`` with ``w = loss_weight(schedule, t,
+    weighting, prediction=prediction)``, the squared error averaged over every axis but the
+    batch. Shapes: ``x0``, ``eps`` ``[B, ...]``, ``t`` ``[B]``. Returns
+    ``(mean_b w_b mse_b, mse [B])``: the loss and the unweighted per-sample errors.
+    """
+    x_t = q_sample(schedule, x0, t, eps)
+    if prediction == "eps":
+        target = eps
+    elif prediction == "x0":
+        target = x0
+    else:
+        target = convert_prediction(eps, x_t, t, schedule, "eps", prediction)
+    per_sample = jnp.mean((prediction_fn(x_t, t) - target) ** 2, axis=_per_sample_axes(x0))
+    weight = loss_weight(schedule, t, weighting, prediction=prediction)
+    return jnp.mean(weight * per_sample), per_sample
 
 
 # ----------------------------------------------------------------------------- guidance

@@ -1,6 +1,6 @@
-"""Diffusion samplers and a reference probability-flow ODE solver.
+"""Diffusion samplers and a reference probability-flow ODE solver, pure jax.numpy.
 
-Conventions are those of :mod:`jaxzoo.core.diffusion` (VP ``x_t = alpha_t x_0 + sigma_t
+Conventions are those of :mod:`jaxzoo.diffusion.gaussian` (VP ``x_t = alpha_t x_0 + sigma_t
 eps``; VE ``sigma = sigma_t / alpha_t``; batch-leading ``x`` ``[B, ...]``). In addition:
 
 * ``denoise_fn(x, t) -> out`` is the network: ``x`` ``[B, ...]`` in VP coordinates, ``t``
@@ -8,7 +8,7 @@ eps``; VE ``sigma = sigma_t / alpha_t``; batch-leading ``x`` ``[B, ...]``). In a
   for the ODE solver), ``out`` ``[B, ...]`` in the space named by ``prediction``
   (``"eps" | "x0" | "v"``). With classifier-free guidance (``guidance_scale`` given) it
   returns the pair ``(cond, uncond)`` instead; the pair is combined by
-  :func:`~jaxzoo.core.diffusion.classifier_free_guidance` in the prediction space.
+  :func:`~jaxzoo.diffusion.gaussian.classifier_free_guidance` in the prediction space.
 * A sampler walks a grid of ``n = num_steps`` noise levels ``sigma_0 > ... > sigma_{n-1}``
   followed by ``sigma_n = 0``; step ``i`` goes from ``sigma_i`` to ``sigma_{i+1}`` and
   evaluates the network at timestep ``t_i`` (``sigma_i = t_to_sigma(t_i)``). The last step
@@ -35,9 +35,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.tree_util import Partial
 
-from jaxzoo.core.diffusion import (PREDICTIONS, SPACINGS, classifier_free_guidance,
-                                   dynamic_threshold, karras_sigmas, sigma_to_t,
-                                   static_threshold, t_to_sigma, timesteps, x0_and_eps)
+from jaxzoo.diffusion.gaussian import (PREDICTIONS, SPACINGS, classifier_free_guidance,
+                                       dynamic_threshold, karras_sigmas, sigma_to_t,
+                                       static_threshold, t_to_sigma, timesteps, x0_and_eps)
 
 __all__ = ["METHODS", "SAMPLE_SPACINGS", "probability_flow_ode", "sample", "step_grid"]
 
@@ -54,10 +54,10 @@ def _check(name, value, allowed):
 def step_grid(schedule, num_steps, spacing="leading"):
     """Timesteps ``[n]`` and VE sigmas ``[n + 1]`` (last one 0) a sampler walks.
 
-    Integer spacings (see :func:`~jaxzoo.core.diffusion.timesteps`) use the table sigmas
+    Integer spacings (see :func:`~jaxzoo.diffusion.gaussian.timesteps`) use the table sigmas
     of those timesteps. ``"karras"`` uses Karras Eq. 5 (rho 7) between the schedule's
     smallest and largest sigma and maps each sigma to a fractional timestep with
-    :func:`~jaxzoo.core.diffusion.sigma_to_t` (log-sigma interpolation).
+    :func:`~jaxzoo.diffusion.gaussian.sigma_to_t` (log-sigma interpolation).
     """
     _check("timestep_spacing", spacing, SAMPLE_SPACINGS)
     if spacing == "karras":
@@ -326,14 +326,14 @@ def sample(denoise_fn, x_T, key, schedule, num_steps, method="ddim", prediction=
         noised image for image-to-image).
       key: ``jax.random`` key, used by ``"ddpm"`` and by ``"ddim"`` with ``eta > 0``; may
         be None for the deterministic methods.
-      schedule: a :class:`~jaxzoo.core.diffusion.Schedule`.
+      schedule: a :class:`~jaxzoo.diffusion.gaussian.Schedule`.
       num_steps: number of network evaluations (``2 num_steps - 1`` for ``"heun"``).
       method: ``"ddpm"`` (ancestral), ``"ddim"`` (``eta``), ``"euler"``, ``"heun"``,
         ``"dpmpp_2m"``, ``"dpmpp_3m"`` or ``"unipc"`` (UniPC-bh2, order 2).
       prediction: what the network outputs: ``"eps"``, ``"x0"`` or ``"v"``.
       eta: DDIM stochasticity in ``[0, 1]`` (static: each value compiles once).
       timestep_spacing: ``"leading"``, ``"trailing"``, ``"linspace"`` (integer timesteps,
-        see :func:`~jaxzoo.core.diffusion.timesteps`) or ``"karras"`` (Karras sigmas,
+        see :func:`~jaxzoo.diffusion.gaussian.timesteps`) or ``"karras"`` (Karras sigmas,
         fractional timesteps); see :func:`step_grid`.
       guidance_scale: classifier-free guidance weight (None: unguided network).
       guidance_rescale: Lin et al. (2305.08891) rescale factor phi.

@@ -1,7 +1,7 @@
 """The DDPM / Imagen-style U-Net noise predictor, with GLIDE / DALL-E 2 conditioning.
 
 Shapes: images ``x`` are NHWC ``[B, H, W, C]``; timesteps ``t`` ``[B]`` (integer or fractional,
-the sampler's convention, see :mod:`jaxzoo.core.samplers`); the output has the shape of ``x``
+the sampler's convention, see :mod:`jaxzoo.diffusion.samplers`); the output has the shape of ``x``
 with ``out_channels`` channels. Optional conditioning, all per sample:
 
 * ``label`` ``[B]`` int in ``[0, num_classes)``: a class embedding added to the time embedding
@@ -280,7 +280,7 @@ def denoiser(model: UNet, params: Any, *, guided: bool = False, label=None, cond
 
     Unguided: returns ``model(x, t, **conditioning)``. ``guided=True``: one network call on the
     doubled batch returns the pair ``(conditional, unconditional)`` that
-    :func:`jaxzoo.core.samplers.sample` combines with its ``guidance_scale``. Conditioning
+    :func:`jaxzoo.diffusion.samplers.sample` combines with its ``guidance_scale``. Conditioning
     arrays have the batch size of ``x``. The result is a ``jax.tree_util.Partial`` whose leaves
     are ``params`` and the conditioning, so calling the sampler again with new parameters or
     labels of the same shapes does not recompile it.

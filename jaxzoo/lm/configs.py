@@ -1,12 +1,18 @@
-"""The config keys experiments/configs/gpt.py and rope_extrapolation.py share (not a config file
-itself): data, model and optimiser keys read by experiments/_gpt.py, with the cpu / paper values
-both launchers train with.
-
-Imported as `from experiments.configs import _gpt` (the repository root, or an installed jaxzoo,
-on the path: as for `python -m experiments.<paper>`).
-"""
+"""The config keys experiments/configs/gpt.py and rope_extrapolation.py share: data, model and
+optimiser keys read by `jaxzoo.lm.training`, with the cpu / paper values both launchers train
+with, and their allowed values."""
 
 import ml_collections
+
+from jaxzoo.core import attention
+from jaxzoo.lm.gpt import POSITIONS
+
+# The enumerated keys and their allowed values (`jaxzoo.train.config.validate`).
+CHOICES = {
+    "data.name": ("pystdlib", "tokens"),
+    "model.position": POSITIONS,
+    "model.attention_impl": attention.IMPLS,
+}
 
 
 def add_gpt_keys(c: ml_collections.ConfigDict, variant: str) -> None:

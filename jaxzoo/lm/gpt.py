@@ -28,9 +28,8 @@ keys, so with dynamic NTK each key keeps the frequencies of the length at which 
 (as in Hugging Face); a full forward pass uses one table for all positions.
 
 `generate` samples continuations with a KV cache in one `lax.scan` (temperature, top-k, nucleus
-and stop sequences, from `jaxzoo.core.decoding`). GPT-1's task input transforms
-(`classification_input`, `entailment_input`, `similarity_inputs`, `multiple_choice_inputs`,
-`pad_sequences`, `extract_features`) build the token sequences of Radford et al. 2018, Sec. 3.3.
+and stop sequences, from `jaxzoo.core.decoding`). GPT-1's task input transforms are in
+`jaxzoo.lm.tasks`.
 """
 
 from __future__ import annotations
@@ -43,17 +42,12 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jaxzoo.core import attention as attn
-from jaxzoo.core import decoding
-from jaxzoo.core import positional as pos_lib
-from jaxzoo.core import rope as rope_lib
+from jaxzoo.core import attention as attn, decoding, positional as pos_lib, rope as rope_lib
 
-__all__ = ["GPT", "GPTConfig", "Generation", "POSITIONS", "TaskTokens", "classification_input",
-           "entailment_input", "extract_features", "generate", "init_cache", "lm_loss",
-           "multiple_choice_inputs", "num_parameters", "pad_sequences", "similarity_inputs"]
+__all__ = ["GPT", "GPTConfig", "Generation", "POSITIONS", "generate", "init_cache", "lm_loss",
+           "num_parameters"]
 
 POSITIONS = ("learned", "sinusoidal", "rope", "t5", "none")
 
@@ -347,62 +341,3 @@ def _generate(config, params, prompt, key, n, temperature, top_k, top_p, stops, 
     toks = toks.T
     toks = jnp.where(jnp.arange(n)[None, :] < length[:, None], toks, pad_id)
     return Generation(toks, length, done)
-
-
-# ----------------------------------------------------------------- GPT-1 task transforms
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskTokens:
-    """GPT-1's added special tokens: randomly initialised start <s>, delimiter $ and extract <e>
-    (Radford et al. 2018, Sec. 3.3); their ids must be < the model's vocab_size."""
-
-    start: int
-    delim: int
-    extract: int
-
-
-def classification_input(text: Sequence[int], special: TaskTokens) -> list[int]:
-    """Text classification: <s> text <e>."""
-    return [special.start, *text, special.extract]
-
-
-def entailment_input(premise: Sequence[int], hypothesis: Sequence[int], special: TaskTokens) -> list[int]:
-    """Entailment: <s> premise $ hypothesis <e>."""
-    return [special.start, *premise, special.delim, *hypothesis, special.extract]
-
-
-def similarity_inputs(a: Sequence[int], b: Sequence[int], special: TaskTokens) -> tuple[list[int], list[int]]:
-    """Similarity has no inherent order: both orders, <s> a $ b <e> and <s> b $ a <e>, each
-    encoded independently; their extract features are added element-wise before the linear
-    output layer."""
-    return entailment_input(a, b, special), entailment_input(b, a, special)
-
-
-def multiple_choice_inputs(context: Sequence[int], answers: Sequence[Sequence[int]],
-                           special: TaskTokens) -> list[list[int]]:
-    """Question answering / commonsense reasoning: one sequence <s> context $ answer_k <e> per
-    answer, each encoded independently; the K scores are normalised with a softmax."""
-    if not answers:
-        raise ValueError("multiple_choice_inputs needs at least one answer")
-    return [entailment_input(context, ans, special) for ans in answers]
-
-
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None):
-    """Right-pads token lists into int32 [N, T] and returns (tokens, extract_index [N]), where
-    extract_index is each sequence's last position (its <e> token). Right padding does not change
-    the features at extract_index of a causal model."""
-    longest = max(len(s) for s in seqs)
-    length = length or longest
-    if longest > length:
-        raise ValueError(f"a sequence of {longest} tokens does not fit length={length}")
-    tokens = np.full((len(seqs), length), pad_id, np.int32)
-    for i, s in enumerate(seqs):
-        tokens[i, :len(s)] = s
-    return jnp.asarray(tokens), jnp.asarray([len(s) - 1 for s in seqs], jnp.int32)
-
-
-def extract_features(config: GPTConfig, params, tokens, extract_index):
-    """Final-block features h_l^m at each row's extract token (GPT-1 Eq. 3's input): [N, d_model]."""
-    h = GPT(config).apply(params, tokens, method=GPT.hidden_states)
-    return jnp.take_along_axis(h, extract_index[:, None, None], axis=1)[:, 0]

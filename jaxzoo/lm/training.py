@@ -13,8 +13,8 @@ import numpy as np
 import optax
 
 from jaxzoo.data import pipeline, pycorpus
-from jaxzoo.models import gpt
-from jaxzoo.models.gpt import GPT, GPTConfig
+from jaxzoo.lm import gpt
+from jaxzoo.lm.gpt import GPT, GPTConfig
 from jaxzoo.train import loop
 from jaxzoo.train.config import ConfigError
 from jaxzoo.train.progress import progress

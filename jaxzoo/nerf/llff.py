@@ -4,7 +4,7 @@
 R's columns in LLFF's [down, right, back] order, t the camera centre and hwf = (H, W, focal) of
 the full-resolution images, followed by the near and far scene depths of that view.
 
-Preprocessing (NeRF seed 003, following the nerf_pl datasets/llff.py it walks through):
+Preprocessing (the official NeRF code's load_llff.py, as nerf_pl's datasets/llff.py does it):
   1. focal *= image_width / W_hwf (the images may be a downsampled copy);
   2. axes [down, right, back] -> [right, up, back]: new columns (R1, -R0, R2, t);
   3. `center_poses`: express every pose relative to the average pose (mean centre, mean
@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from jaxzoo.errors import DataError, MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -46,7 +48,7 @@ def normalize(v: np.ndarray) -> np.ndarray:
 
 def llff_to_right_up_back(poses: np.ndarray) -> np.ndarray:
     """[..., 3, >=4] poses with [down, right, back, t, ...] columns -> [..., 3, 4] [right, up,
-    back, t]: concat(R[:, 1], -R[:, 0], R[:, 2:4]) as in the seed."""
+    back, t]: concat(R[:, 1], -R[:, 0], R[:, 2:4]) as in nerf_pl."""
     poses = np.asarray(poses, dtype=np.float64)
     return np.concatenate([poses[..., 1:2], -poses[..., 0:1], poses[..., 2:4]], -1)
 
@@ -110,29 +112,42 @@ def _read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
             if size is not None and img.size != size:
                 img = img.resize(size, Image.Resampling.LANCZOS)
             return np.asarray(img, dtype=np.float32) / 255.0
-    except OSError as e:
-        raise OSError(f"could not read image {path}: {e}") from e
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for truncated/invalid files
+        raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
 
 
 def load_llff(root, *, factor=None, bd_factor=0.75, recenter=True) -> LLFFData:
-    """Load an LLFF scene with the NeRF seed's preprocessing (see the module docstring).
+    """Load an LLFF scene with NeRF's preprocessing (see the module docstring).
 
     Args:
       root: directory holding poses_bounds.npy and images/ (and maybe images_<factor>/).
       factor: integer downsampling; reads images_<factor>/ when it exists, else resizes the
         images/ files in memory (Lanczos) to (W // factor, H // factor) of the first image.
       bd_factor: nearest depth after scaling is 1 / bd_factor.
-      recenter: apply `center_poses` (the seed always does).
+      recenter: apply `center_poses` (nerf_pl always does).
     """
     root = Path(root)
     pb_path = root / "poses_bounds.npy"
     if not pb_path.is_file():
-        raise FileNotFoundError(f"poses_bounds.npy not found: {pb_path}")
-    pb = np.load(pb_path)
-    if pb.ndim != 2 or pb.shape[1] != 17:
-        raise ValueError(f"{pb_path} has shape {pb.shape}, expected [N, 17]")
+        raise MissingFileError(f"poses_bounds.npy not found: {pb_path}")
+    try:
+        pb = np.load(pb_path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{pb_path}: cannot read it as a .npy array ({e})") from None
+    if pb.ndim != 2 or pb.shape[1] != 17 or not len(pb):
+        raise DataError(f"{pb_path} has shape {pb.shape}, expected [N, 17] with N >= 1")
     raw = pb[:, :15].reshape(-1, 3, 5).astype(np.float64)
     bounds = pb[:, 15:17].astype(np.float64)
+    for k in range(len(pb)):
+        if not np.all(np.isfinite(pb[k])):
+            raise DataError(f"{pb_path}: row {k} (image {k}) has non-finite values: {pb[k].tolist()}")
+        if not 0 < bounds[k, 0] < bounds[k, 1]:
+            raise DataError(f"{pb_path}: row {k}: near={bounds[k, 0]:g}, far={bounds[k, 1]:g}; "
+                            "expected 0 < near < far")
+    if not np.all(raw[:, :, 4] > 0):
+        k = int(np.argmax(~np.all(raw[:, :, 4] > 0, axis=1)))
+        raise DataError(f"{pb_path}: row {k}: hwf={raw[k, :, 4].tolist()}; height, width and "
+                        "focal must be > 0")
 
     if factor is not None and (not isinstance(factor, (int, np.integer)) or factor < 1):
         raise ValueError(f"factor must be None or a positive int, got {factor!r}")
@@ -144,10 +159,10 @@ def load_llff(root, *, factor=None, bd_factor=0.75, recenter=True) -> LLFFData:
         else:
             resize = factor
     if not img_dir.is_dir():
-        raise FileNotFoundError(f"image directory not found: {img_dir}")
+        raise MissingFileError(f"image directory not found: {img_dir}")
     files = _list_images(img_dir)
     if len(files) != len(raw):
-        raise ValueError(f"{img_dir} holds {len(files)} images ({', '.join(IMAGE_SUFFIXES)}) but "
+        raise DataError(f"{img_dir} holds {len(files)} images ({', '.join(IMAGE_SUFFIXES)}) but "
                          f"{pb_path} has {len(raw)} poses")
     size = None
     if resize is not None:
@@ -156,13 +171,13 @@ def load_llff(root, *, factor=None, bd_factor=0.75, recenter=True) -> LLFFData:
     images = [_read_rgb(f, size) for f in files]
     for f, im in zip(files, images):
         if im.shape != images[0].shape:
-            raise ValueError(f"{f} has shape {im.shape[:2]}, the first image {images[0].shape[:2]}")
+            raise DataError(f"{f} has shape {im.shape[:2]}, the first image {images[0].shape[:2]}")
     height, width = images[0].shape[:2]
 
     # Step 1: intrinsics of the full-resolution images, rescaled to the loaded width.
     h_full, w_full, focal_full = raw[0, :, 4]
     if abs(h_full * width / w_full - height) > 1.0:
-        raise ValueError(f"images are {width}x{height} but poses_bounds.npy says "
+        raise DataError(f"images are {width}x{height} but poses_bounds.npy says "
                          f"{w_full:g}x{h_full:g}: the aspect ratios differ")
     focal = float(focal_full * width / w_full)
 

@@ -1,12 +1,12 @@
-"""NeRF (Mildenhall et al. 2020, arXiv 2003.08934): the seed's MLP, coarse-to-fine ray rendering.
+"""NeRF (Mildenhall et al. 2020, arXiv 2003.08934): nerf_pl's MLP, coarse-to-fine ray rendering.
 
-`NeRFMLP` is the seed's network exactly (seed 003, `class NeRF`): D=8 ReLU layers of width W on
+`NeRFMLP` is nerf_pl's network exactly (github.com/kwea123/nerf_pl, `models/nerf.py`, `class NeRF`): D=8 ReLU layers of width W on
 the encoded position with the input concatenated again before layer index 4, a linear sigma head,
 a linear `xyz_encoding_final`, a direction branch (W + 27 -> W/2, ReLU) and a sigmoid RGB head;
-595,844 parameters with the defaults. Layer names follow the seed so imported weights map 1:1.
-It takes raw points and unit directions and applies the seed's positional encoding itself.
+595,844 parameters with the defaults. Layer names follow nerf_pl so imported weights map 1:1.
+It takes raw points and unit directions and applies the frequency encoding (NeRF Eq. 4) itself.
 
-`NeRF` holds a coarse and a fine MLP and renders rays the seed's way (NeRF Sec. 5.2): 64
+`NeRF` holds a coarse and a fine MLP and renders rays nerf_pl's way (NeRF Sec. 5.2): 64
 stratified coarse samples, 128 samples drawn from the coarse weights by `sample_pdf`, and the
 fine network evaluated on all 192 sorted samples. Shapes: rays_o, rays_d [..., 3]; near, far
 [...] or scalars. Randomness comes in through `key`; `key=None` is the deterministic eval path.
@@ -21,11 +21,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxzoo.core import render
+from jaxzoo.nerf import render
 
 
 class NeRFMLP(nn.Module):
-    """The seed's NeRF MLP: (points [..., 3], unit dirs [..., 3]) -> (rgb [..., 3], sigma [...])."""
+    """nerf_pl's NeRF MLP: (points [..., 3], unit dirs [..., 3]) -> (rgb [..., 3], sigma [...])."""
 
     depth: int = 8
     width: int = 256
@@ -35,8 +35,8 @@ class NeRFMLP(nn.Module):
 
     @nn.compact
     def __call__(self, xyz, dirs):
-        x_enc = render.positional_encoding(xyz, self.xyz_freqs)  # [..., 63] by default
-        d_enc = render.positional_encoding(dirs, self.dir_freqs)  # [..., 27]
+        x_enc = render.frequency_encoding(xyz, self.xyz_freqs)  # [..., 63] by default
+        d_enc = render.frequency_encoding(dirs, self.dir_freqs)  # [..., 27]
         h = x_enc
         for i in range(self.depth):
             if i in self.skips:
@@ -58,7 +58,8 @@ class NeRF(nn.Module):
       num_coarse: stratified samples per ray (64 in the paper).
       num_fine: extra samples from the coarse weights (128); 0 renders the coarse pass only.
       lindisp: sample linearly in inverse depth (used with NDC-free forward-facing scenes).
-      noise_std: std of the noise added to sigma during training (the seed's regulariser).
+      noise_std: std of the noise added to sigma during training (the official code's
+        raw_noise_std regulariser, as in nerf_pl).
       white_background: composite onto white (Blender scenes).
     """
 

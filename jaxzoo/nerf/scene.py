@@ -6,13 +6,14 @@ origin, shaded with Lambert + ambient under one fixed directional light with har
 Shading does not depend on the viewing direction, so a perfect radiance field can reproduce the
 views exactly. Rays that miss every object get alpha 0 (transparent background).
 
-Conventions (the same as the Blender NeRF data and `jaxzoo.core.render`):
+Conventions (the same as the Blender NeRF data and `jaxzoo.nerf.render`):
   * world frame: z is up; cameras sit on a sphere of radius `CAMERA_RADIUS` = 4 in the upper
     hemisphere (elevation 15..80 degrees) and look at the origin;
   * `c2w` is a 4x4 camera-to-world matrix whose rotation columns are the camera's
     [right, up, back] axes: the camera looks down its -z axis with y up;
   * pixel (i, j) (column i, row j) of a W x H image looks along
-    c2w[:3, :3] @ ((i - W/2) / f, -(j - H/2) / f, -1), with no +0.5 pixel-centre offset, and
+    c2w[:3, :3] @ ((i + 0.5 - W/2) / f, -(j + 0.5 - H/2) / f, -1), through the pixel's centre
+    (`render.get_ray_directions` with its default pixel_center=0.5), and
     f = 0.5 * W / tan(0.5 * camera_angle_x).
 With `supersample=s > 1` each pixel averages s x s rays spread evenly over a one-pixel square
 centred on that pixel's own ray (so the footprint stays centred where the renderer casts).
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: rays through pixel centres (1: through pixel corners)
 CAMERA_ANGLE_X = 0.6911112070083618  # the horizontal field of view of the Blender scenes
 CAMERA_RADIUS = 4.0
 ELEVATION_RANGE_DEG = (15.0, 80.0)
@@ -256,15 +257,16 @@ def sample_poses(num, rng, radius=CAMERA_RADIUS, elevation_deg=ELEVATION_RANGE_D
 def pixel_rays(c2w, height, width, focal, supersample=1):
     """Rays of every pixel: (origins, dirs), each [H, W, s*s, 3] (dirs not normalised).
 
-    Sub-ray offsets are ((a + 0.5) / s - 0.5) pixels for a in 0..s-1, centred on the pixel ray.
+    The pixel's ray passes through its centre (i + 0.5, j + 0.5); sub-ray offsets are
+    ((a + 0.5) / s - 0.5) pixels for a in 0..s-1, centred on that ray.
     """
     c2w = np.asarray(c2w, dtype=np.float64)
     off = (np.arange(supersample) + 0.5) / supersample - 0.5
     ox, oy = np.meshgrid(off, off, indexing="xy")
     j, i = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64),
                        indexing="ij")
-    u = i[:, :, None] + ox.reshape(-1)  # [H, W, s*s]
-    v = j[:, :, None] + oy.reshape(-1)
+    u = i[:, :, None] + 0.5 + ox.reshape(-1)  # [H, W, s*s]
+    v = j[:, :, None] + 0.5 + oy.reshape(-1)
     cam = np.stack([(u - 0.5 * width) / focal, -(v - 0.5 * height) / focal, -np.ones_like(u)], -1)
     dirs = cam @ c2w[:3, :3].T
     return np.broadcast_to(c2w[:3, 3], dirs.shape), dirs

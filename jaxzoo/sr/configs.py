@@ -1,21 +1,30 @@
-"""The config keys experiments/configs/esrgan.py and srgan.py share (not a config file itself).
-
-Imported by those files as `from experiments.configs import _sr` (the repository root, or an
-installed jaxzoo, on the path: as for `python -m experiments.<paper>`).
-"""
+"""The config keys experiments/configs/esrgan.py and srgan.py share, and their allowed values."""
 
 import ml_collections
 
+from jaxzoo.sr import data as sr_data
+from jaxzoo.sr.vgg import conv_names
 from jaxzoo.train.config import base_config
 
 VARIANTS = ("cpu_psnr", "cpu_gan", "paper_psnr", "paper_gan")
+# The enumerated keys and their allowed values (`jaxzoo.train.config.validate`).
+CHOICES = {
+    "stage": ("psnr", "gan"),
+    "model.arch": ("rrdbnet", "srresnet"),
+    "loss.pixel": ("l1", "mse"),
+    "data.source": sr_data.SOURCES,
+    "data.test_source": sr_data.SOURCES,
+    "data.scale": (2, 3, 4, 8),
+    "loss.percep_layer": conv_names("vgg19"),
+}
 
 
-def sr_config(variant, patch_size: int) -> tuple[ml_collections.ConfigDict, str]:
+def sr_config(variant, patch_size: int, arch: str, pixel: str) -> tuple[ml_collections.ConfigDict, str]:
     """(unlocked config, size) for `variant` = `<size>_<stage>` (size cpu | paper, stage psnr |
     gan): data, eval, optimiser and loss keys with the values common to both papers, HR patches
-    of `patch_size` (64 for cpu), and for cpu the small discriminator and random narrow VGG19
-    stand-in. The paper's file fills in model, disc, loss weights, lr and schedule."""
+    of `patch_size` (64 for cpu), the generator `arch` trained on the pixel loss `pixel`, and
+    for cpu the small discriminator and random narrow VGG19 stand-in. The paper's file fills in
+    the model sizes, disc, loss weights, lr and schedule."""
     c = base_config(variant, VARIANTS)
     size, stage = c.variant.split("_")
     c.stage = stage
@@ -34,8 +43,10 @@ def sr_config(variant, patch_size: int) -> tuple[ml_collections.ConfigDict, str]
     c.data.max_train_images = 0  # > 0: only the first n training images (embedded, dir)
 
     c.model = ml_collections.ConfigDict()
+    c.model.arch = arch  # rrdbnet (ESRGAN) | srresnet (SRGAN)
     c.disc = ml_collections.ConfigDict()
     c.loss = ml_collections.ConfigDict()
+    c.loss.pixel = pixel  # the psnr stage's loss: l1 | mse
     c.loss.percep_layer = "conv5_4"
     c.loss.percep_base_features = 64
     c.loss.percep_random_init = False

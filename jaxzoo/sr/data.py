@@ -3,7 +3,7 @@
 Conventions: images are NumPy [H, W, 3] arrays; `hr` are float32 in [0, 1] (or uint8 from TFDS,
 converted per patch), `lr` the x`scale` downsampled images with H/scale, W/scale pixels. Every
 HR image is first cropped to a multiple of `scale` (top-left kept, `mod_crop`), and its LR
-image is `jaxzoo.core.sr.imresize(hr, 1/scale)`: MATLAB's antialiased bicubic, as SRGAN
+image is `jaxzoo.sr.ops.imresize(hr, 1/scale)`: MATLAB's antialiased bicubic, as SRGAN
 (1609.04802 Sec. 3.2) and ESRGAN (1809.00219 Sec. 4.1) make their inputs.
 
 Sources:
@@ -31,7 +31,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxzoo.core.sr import imresize
+from jaxzoo.errors import ConfigError, DataError, MissingFileError
+from jaxzoo.sr.ops import imresize
 
 # File of each embedded image in scikit-image's data directory.
 EMBEDDED_FILES = {
@@ -105,7 +106,7 @@ def embedded_pairs(split: str, scale: int = 4, limit: int = 0) -> list[Pair]:
     root = skimage_data_dir()
     missing = [EMBEDDED_FILES[n] for n in names if not (root / EMBEDDED_FILES[n]).is_file()]
     if missing:
-        raise FileNotFoundError(f"scikit-image's data directory {root} lacks {missing}")
+        raise MissingFileError(f"scikit-image's data directory {root} lacks {missing}")
     return [make_pair(n, read_image(root / EMBEDDED_FILES[n]), scale) for n in names]
 
 
@@ -114,10 +115,10 @@ def directory_pairs(root, scale: int = 4, limit: int = 0) -> list[Pair]:
     first `limit` if limit > 0."""
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image directory {root} does not exist")
+        raise MissingFileError(f"image directory {root} does not exist")
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     files = files[:limit] if limit > 0 else files
     return [make_pair(p.stem, read_image(p), scale) for p in files]
 
@@ -129,7 +130,7 @@ class TFDSPairs:
         from jaxzoo.data import tfds_utils
 
         if scale != 4:
-            raise ValueError(f"{DIV2K} holds x4 pairs; scale={scale} is not available")
+            raise ConfigError(f"{DIV2K} holds x4 pairs; scale={scale} is not available")
         self.source = tfds_utils.data_source(DIV2K, split, data_dir)
 
     def __len__(self):
@@ -165,7 +166,7 @@ class PatchSampler:
 
     def __init__(self, pairs: Sequence[Pair], patch_size: int, scale: int = 4, augment: bool = True):
         if patch_size % scale:
-            raise ValueError(f"patch_size={patch_size} must be a multiple of scale={scale}")
+            raise ConfigError(f"patch_size={patch_size} must be a multiple of scale={scale}")
         self.pairs, self.patch_size, self.scale, self.augment = pairs, patch_size, scale, augment
 
     def __call__(self, batch, rng: np.random.Generator):
@@ -175,7 +176,8 @@ class PatchSampler:
             pair = self.pairs[int(i)]
             h, w = pair.lr.shape[:2]
             if h < p or w < p:
-                raise ValueError(f"image {pair.name!r} (LR {h}x{w}) is smaller than the LR patch {p}")
+                raise DataError(f"image {pair.name!r} (LR {h}x{w}) is smaller than the LR patch {p}; "
+                                f"lower data.patch_size (now {self.patch_size})")
             y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
             lr = to_float(pair.lr[y:y + p, x:x + p])
             hr = to_float(pair.hr[s * y:s * (y + p), s * x:s * (x + p)])
@@ -213,6 +215,6 @@ def load_pairs(source: str, split: str, *, scale: int = 4, root: str = "", data_
         return TFDSPairs({"train": "train", "test": "validation"}[split], data_dir or None, scale)
     if source == "dir":
         if not root:
-            raise ValueError("data source 'dir' needs a directory of HR images (e.g. Set5/HR)")
+            raise ConfigError("data source 'dir' needs a directory of HR images (e.g. Set5/HR)")
         return directory_pairs(root, scale, limit)
-    raise ValueError(f"data source {source!r}; allowed: {SOURCES}")
+    raise ConfigError(f"data source {source!r}; allowed: {SOURCES}")

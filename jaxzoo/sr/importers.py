@@ -1,6 +1,6 @@
 """Map the published ESRGAN (RRDBNet) and VGG weights, PyTorch state dicts read by
-`jaxzoo.io.torch_pickle` (no torch needed), onto the Flax modules of `jaxzoo.models.rrdb` and
-`jaxzoo.models.vgg`, and back. Conv weights are OIHW in PyTorch and HWIO in Flax.
+`jaxzoo.io.torch_pickle` (no torch needed), onto the Flax modules of `jaxzoo.sr.rrdb` and
+`jaxzoo.sr.vgg`, and back. Conv weights are OIHW in PyTorch and HWIO in Flax.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import numpy as np
 from flax import traverse_util
 
 from jaxzoo.io.torch_pickle import load_state_dict_pth
-from jaxzoo.models.rrdb import RRDBNet
-from jaxzoo.models.vgg import VGGFeatures, conv_names, torchvision_feature_indices
-
+from jaxzoo.sr.rrdb import RRDBNet
+from jaxzoo.sr.vgg import VGGFeatures, conv_names, torchvision_feature_indices
 
 # ----------------------------------------------------------------------------- mapping
 

@@ -1,15 +1,11 @@
-"""Losses of SRGAN (Ledig et al. 1609.04802) and ESRGAN (Wang et al. 1809.00219), and ESRGAN's
-network interpolation.
+"""Pixel and perceptual losses of SRGAN (Ledig et al. 1609.04802) and ESRGAN (Wang et al.
+1809.00219), and ESRGAN's network interpolation. Pure jax.numpy. The adversarial losses both
+papers use are in `jaxzoo.core.gan_losses`.
 
 Conventions:
   pred, target       images or feature maps of equal shape [...]; pixel and feature losses
                      are means over every element.
-  real, fake         critic outputs C(x) as *logits* (before any sigmoid), any shape [...];
-                     "E[.]" over the mini-batch is the mean over all elements, as in the
-                     official ESRGAN code (torch.mean over the critic's output).
   params_a/params_b  pytrees of floating-point arrays with identical structure and shapes.
-BCE with logits uses -log sigmoid(z) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z),
-which stays finite for logits of any magnitude.
 """
 
 from __future__ import annotations
@@ -22,10 +18,6 @@ __all__ = [
     "l1_loss",
     "l2_loss",
     "perceptual_loss",
-    "ragan_discriminator_loss",
-    "ragan_generator_loss",
-    "srgan_discriminator_loss",
-    "srgan_generator_loss",
 ]
 
 
@@ -54,7 +46,7 @@ def perceptual_loss(features_pred, features_target, criterion: str = "l1"):
     ESRGAN (Sec. 3.3) uses the L1 distance of VGG19 conv5_4 features *before* activation
     (`criterion="l1"`, the default); SRGAN's VGG loss (Eq. 5) is the mean squared distance
     of post-activation VGG19 features (`criterion="l2"`). The features come from
-    `jaxzoo.models.vgg.VGGFeatures`; the caller picks the layer and stops gradients into
+    `jaxzoo.sr.vgg.VGGFeatures`; the caller picks the layer and stops gradients into
     the target branch.
     """
     if criterion == "l1":
@@ -62,48 +54,6 @@ def perceptual_loss(features_pred, features_target, criterion: str = "l1"):
     if criterion == "l2":
         return l2_loss(features_pred, features_target)
     raise ValueError(f"criterion={criterion!r}; allowed: 'l1', 'l2'")
-
-
-def ragan_discriminator_loss(real, fake):
-    """Relativistic average discriminator loss, ESRGAN Eq. 1 (Jolicoeur-Martineau 1807.00734).
-
-    With D_Ra(x_r, x_f) = sigmoid(C(x_r) - E_xf[C(x_f)]):
-    L_D^Ra = -E_xr[log D_Ra(x_r, x_f)] - E_xf[log(1 - D_Ra(x_f, x_r))].
-    real, fake: critic logits C(x_r) [...], C(x_f) [...] -> scalar. The paper's sum of the two
-    terms; ESRGAN's released training code averages them (multiply by 0.5 to match it).
-    Gradients to the generator should be stopped by the caller (fake = C(stop_gradient(G(z)))).
-    """
-    real, fake = jnp.asarray(real), jnp.asarray(fake)
-    real_rel = real - jnp.mean(fake)
-    fake_rel = fake - jnp.mean(real)
-    return jnp.mean(jax.nn.softplus(-real_rel)) + jnp.mean(jax.nn.softplus(fake_rel))
-
-
-def ragan_generator_loss(real, fake):
-    """Relativistic average generator loss, ESRGAN Eq. 2, the symmetric form of Eq. 1:
-    L_G^Ra = -E_xr[log(1 - D_Ra(x_r, x_f))] - E_xf[log D_Ra(x_f, x_r)].
-
-    Both real and fake logits carry generator gradients here (the point of ESRGAN Sec. 3.2).
-    Equal to `ragan_discriminator_loss(fake, real)`. Sum of the two terms as in the paper
-    (the released code averages them: multiply by 0.5 to match its weighting lambda = 5e-3).
-    """
-    real, fake = jnp.asarray(real), jnp.asarray(fake)
-    real_rel = real - jnp.mean(fake)
-    fake_rel = fake - jnp.mean(real)
-    return jnp.mean(jax.nn.softplus(real_rel)) + jnp.mean(jax.nn.softplus(-fake_rel))
-
-
-def srgan_discriminator_loss(real, fake):
-    """Standard GAN discriminator BCE (SRGAN Eq. 2, Goodfellow et al. 1406.2661):
-    -E[log D(x_r)] - E[log(1 - D(G(z)))] with D = sigmoid(logits). real, fake [...] -> scalar."""
-    real, fake = jnp.asarray(real), jnp.asarray(fake)
-    return jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))
-
-
-def srgan_generator_loss(fake):
-    """SRGAN's adversarial loss l_Gen = sum_n -log D(G(I_LR)) (SRGAN Eq. 6), the non-saturating
-    form, as a mean over the batch: mean softplus(-logits). fake [...] -> scalar."""
-    return jnp.mean(jax.nn.softplus(-jnp.asarray(fake)))
 
 
 def _key_name(path) -> str:

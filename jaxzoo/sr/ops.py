@@ -1,4 +1,5 @@
-"""Super-resolution image ops: sub-pixel shuffles, MATLAB-compatible bicubic resize, Y channel.
+"""Super-resolution image ops, pure jax.numpy: sub-pixel shuffles, MATLAB-compatible bicubic
+resize, Y channel.
 
 References: SRGAN (Ledig et al., 1609.04802), ESRGAN (Wang et al., 1809.00219), the sub-pixel
 convolution of Shi et al. (1609.05158), and the MATLAB `imresize` / `rgb2ycbcr` functions that

@@ -3,7 +3,7 @@ Adversarial Networks", ECCV Workshops 2018, arXiv 1809.00219, Sec. 3.1 and Fig. 
 
 Images are NHWC, [N, H, W, C]. No BatchNorm anywhere (ESRGAN Sec. 3.1). Submodule names follow
 BasicSR's key layout (conv_first, body_i.rdb{1,2,3}.conv{1..5}, conv_body, conv_up1, conv_up2,
-conv_hr, conv_last) so `jaxzoo.models.sr_import` maps published weights one to one.
+conv_hr, conv_last) so `jaxzoo.sr.importers` maps published weights one to one.
 
 Initialisation (ESRGAN Sec. 3.1, "smaller initialization"): the five convolutions of every
 dense block get Kaiming-normal weights (std sqrt(2 / fan_in)) multiplied by `init_scale` = 0.1
@@ -16,7 +16,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxzoo.core.sr import pixel_unshuffle
+from jaxzoo.sr.ops import pixel_unshuffle
 
 # PyTorch's default Conv2d weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
 _torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")

@@ -5,7 +5,7 @@ Images are NHWC, [N, H, W, 3]. Convolutions pad like PyTorch's `padding=k // 2` 
 symmetric padding, also for the stride-2 convolutions), so feature maps line up with the
 published PyTorch ports. BatchNorm uses PyTorch's defaults (momentum 0.1, eps 1e-5); call with
 `train=True` to use batch statistics and update `batch_stats` (`mutable=["batch_stats"]`).
-Sub-pixel upsampling is `jaxzoo.core.sr.pixel_shuffle` (PyTorch channel order).
+Sub-pixel upsampling is `jaxzoo.sr.ops.pixel_shuffle` (PyTorch channel order).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxzoo.core.sr import pixel_shuffle
+from jaxzoo.sr.ops import pixel_shuffle
 
 # torch.nn.BatchNorm2d defaults: running = 0.9 running + 0.1 batch.
 _BN = dict(momentum=0.9, epsilon=1e-5)
@@ -105,7 +105,7 @@ class SRGANDiscriminator(nn.Module):
     Eight conv3x3 layers with `features` (default 64, 64, 128, 128, 256, 256, 512, 512) and
     strides 1, 2, 1, 2, ... ; LeakyReLU(0.2) after each and BatchNorm from the second conv on;
     then Dense(dense_features = 1024), LeakyReLU(0.2), Dense(1). The paper's final sigmoid is
-    left to the loss (`jaxzoo.core.sr_losses`, BCE with logits). The dense layer fixes the
+    left to the loss (`jaxzoo.sr.losses`, BCE with logits). The dense layer fixes the
     input size: `patch_size` (128, the HR patch of SRGAN/ESRGAN) is checked on every call.
     Flattening is NHWC order, so PyTorch dense weights would need a permutation.
 

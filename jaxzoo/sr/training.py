@@ -1,21 +1,10 @@
 """What the super-resolution launchers (experiments/esrgan.py, experiments/srgan.py) and
-experiments/sr_interpolate.py share: data from the config, the psnr-stage and gan-stage tasks,
-two-network GAN training through the one-network runtime, restoring a trained generator, and
-evaluation (eval.json + PNG triptychs). Each launcher supplies only its networks and losses.
+experiments/sr_interpolate.py share: the generator and pixel loss named by the config, data, the
+psnr-stage and gan-stage tasks, restoring a trained generator from a workdir, and evaluation
+(eval.json + PNG triptychs). Each launcher supplies only its paper's gan-stage losses.
 
-Two networks, one optimiser step. The runtime (`jaxzoo.train.loop`) differentiates one
-`loss_fn(params, batch, key)` and applies one optax transformation. A GAN stage therefore keeps
-`params = {"generator": ..., "discriminator": ...}`, gives each sub-tree its own optimiser with
-`gan_optimizer` (optax.multi_transform keyed by the top-level name), and returns
-`loss = L_G + L_D` where
-  * L_D is computed on `stop_gradient(G(x))`, so it sends no gradient to the generator, and
-  * L_G is computed with `stop_gradient(discriminator params)`, so it sends none to D.
-The gradient of the sum is then (dL_G/dG, dL_D/dD), both evaluated at the current (G, D): one
-step updates both networks simultaneously from the same batch. That is what ESRGAN's and
-BasicSR's `optimize_parameters` do: the fake batch is produced once by the current G; the G step
-scores it with the not-yet-updated D; the D step uses that same fake batch, detached (i.e. the
-pre-update G). So both updates are gradients at the old (G, D), exactly as here. The reported
-`loss` is the sum, and each term is reported by name.
+The gan stage trains generator and discriminator in one step of the shared runtime
+(`jaxzoo.train.gan` explains why that equals ESRGAN's alternating updates).
 """
 
 from __future__ import annotations
@@ -23,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import sys
 from typing import Callable, Optional
 
 import jax
@@ -32,19 +20,17 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxzoo import metrics as image_metrics
 from jaxzoo import viz
-from jaxzoo.core.sr import rgb_to_y, shave
-from jaxzoo.data import sr_images
-from jaxzoo.models.srresnet import SRGANDiscriminator
-from jaxzoo.models.vgg import VGGFeatures
-from jaxzoo.train import config as config_lib
-from jaxzoo.train import loop, mesh as mesh_lib, metrics as metrics_lib
-from jaxzoo.train.config import ConfigError
+from jaxzoo.core import image_metrics
+from jaxzoo.errors import ConfigError, DataError, MissingFileError
+from jaxzoo.sr import data as sr_images, losses
+from jaxzoo.sr.configs import CHOICES
+from jaxzoo.sr.ops import rgb_to_y, shave
+from jaxzoo.sr.rrdb import RRDBNet
+from jaxzoo.sr.srresnet import SRGANDiscriminator, SRResNet
+from jaxzoo.sr.vgg import VGGFeatures
+from jaxzoo.train import gan, loop, mesh as mesh_lib, metrics as metrics_lib
 from jaxzoo.train.progress import progress
-
-NETWORKS = ("generator", "discriminator")
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -80,47 +66,30 @@ def make_loader(config, train_pairs):
                                      augment=config.data.augment)
 
 
-# ----------------------------------------------------------------------------- GAN plumbing
+# ----------------------------------------------------------------------------- models and optimisers
 
 
-def gan_optimizer(generator_tx: optax.GradientTransformation,
-                  discriminator_tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """One optax transformation for `{"generator": ..., "discriminator": ...}` params that
-    applies `generator_tx` to the first sub-tree and `discriminator_tx` to the second, each with
-    its own state (e.g. its own Adam moments)."""
-
-    def labels(params):
-        if set(params) != set(NETWORKS):
-            raise ValueError(f"GAN params must have exactly the keys {NETWORKS}, got {sorted(params)}")
-        return {name: jax.tree.map(lambda _: name, params[name]) for name in NETWORKS}
-
-    return optax.multi_transform({"generator": generator_tx, "discriminator": discriminator_tx}, labels)
+PIXEL_LOSSES = {"l1": losses.l1_loss, "mse": losses.l2_loss}
 
 
-def gan_loss_fn(generate: Callable, discriminate: Callable, generator_loss: Callable,
-                discriminator_loss: Callable):
-    """`loss_fn(params, batch, key)` for the runtime that trains both networks in one step.
+def make_generator(config):
+    """The generator `config.model.arch` names: ESRGAN's RRDBNet (num_blocks, features, growth)
+    or SRGAN's SRResNet (num_blocks, features; no BatchNorm, as ESRGAN Sec. 3.1 recommends)."""
+    m = config.model
+    if m.arch == "rrdbnet":
+        return RRDBNet(num_blocks=m.num_blocks, features=m.features, growth=m.growth,
+                       scale=config.data.scale)
+    if m.arch == "srresnet":
+        return SRResNet(num_blocks=m.num_blocks, features=m.features, scale=config.data.scale,
+                        use_batchnorm=False)
+    raise ConfigError(f"model.arch={m.arch!r}; allowed: {CHOICES['model.arch']}")
 
-    generate: `(generator params, lr) -> sr`; discriminate: `(discriminator params, x) -> logits`.
-    generator_loss: `(sr, hr, real_logits, fake_logits) -> (L_G, {term: scalar})`, where
-      real_logits carry no gradient and fake_logits = D(sr) with D's params frozen, so L_G
-      trains the generator only.
-    discriminator_loss: `(real_logits, fake_logits) -> (L_D, terms)` with fake_logits computed
-      on stop_gradient(sr), so L_D trains the discriminator only.
-    Returns `L_G + L_D` and every term plus `loss_g`, `loss_d` (see the module docstring).
-    """
 
-    def loss_fn(params, batch, key):
-        del key
-        g, d = params["generator"], params["discriminator"]
-        sr = generate(g, batch["lr"])
-        real = discriminate(d, batch["hr"])
-        loss_d, d_terms = discriminator_loss(real, discriminate(d, jax.lax.stop_gradient(sr)))
-        fake = discriminate(jax.lax.stop_gradient(d), sr)
-        loss_g, g_terms = generator_loss(sr, batch["hr"], jax.lax.stop_gradient(real), fake)
-        return loss_g + loss_d, {"loss_g": loss_g, "loss_d": loss_d, **g_terms, **d_terms}
-
-    return loss_fn
+def pixel_loss(config) -> Callable:
+    """The psnr stage's pixel loss `loss.pixel`: 'l1' (ESRGAN) or 'mse' (SRGAN Eq. 4)."""
+    if config.loss.pixel not in PIXEL_LOSSES:
+        raise ConfigError(f"loss.pixel={config.loss.pixel!r}; allowed: {tuple(PIXEL_LOSSES)}")
+    return PIXEL_LOSSES[config.loss.pixel]
 
 
 def multistep_schedule(lr: float, milestones, gamma: float = 0.5) -> optax.Schedule:
@@ -135,26 +104,6 @@ def adam(config) -> optax.GradientTransformation:
     return optax.adam(multistep_schedule(o.lr, o.milestones, o.gamma), b1=o.b1, b2=o.b2)
 
 
-def discriminator_apply(model, sample_shape) -> Callable:
-    """`(params, x) -> logits` running `model` in training mode (batch statistics), for
-    discriminators with BatchNorm (`model(x, train=True)`). The running averages it would update
-    are discarded: a discriminator is only ever evaluated while training, where PyTorch's
-    BatchNorm also normalises with the batch statistics, so running statistics never influence
-    anything. They are therefore not part of the trained state; placeholder zeros (from the
-    shapes of `model.init` on `sample_shape`) fill the collection."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(sample_shape))
-    stats = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes.get("batch_stats"))
-
-    def apply(params, x):
-        if stats is None:
-            return model.apply({"params": params}, x, train=True)
-        out, _ = model.apply({"params": params, "batch_stats": stats}, x, train=True,
-                             mutable=["batch_stats"])
-        return out
-
-    return apply
-
-
 def make_discriminator(config) -> SRGANDiscriminator:
     return SRGANDiscriminator(features=tuple(config.disc.features), dense_features=config.disc.dense_features,
                               patch_size=config.data.patch_size)
@@ -167,11 +116,14 @@ def vgg_features(config, loss_name: str) -> Callable:
     loss = config.loss
     net = VGGFeatures("vgg19", loss.percep_layer, base_features=loss.percep_base_features)
     if config.vgg_weights:
-        from jaxzoo.models.sr_import import load_vgg_pth
+        from jaxzoo.sr.importers import load_vgg_pth
 
         if not pathlib.Path(config.vgg_weights).is_file():
-            raise FileNotFoundError(f"vgg_weights={config.vgg_weights!r} does not exist")
-        variables = load_vgg_pth(config.vgg_weights, net)
+            raise MissingFileError(f"vgg_weights={config.vgg_weights!r} does not exist")
+        try:
+            variables = load_vgg_pth(config.vgg_weights, net)
+        except ValueError as e:  # a malformed or hostile file, or weights of another network
+            raise DataError(f"vgg_weights={config.vgg_weights!r}: {e}") from None
     elif loss.percep_random_init:
         variables = net.init(jax.random.key(config.seed + 1), jnp.zeros((1, 32, 32, 3)))
     else:
@@ -189,26 +141,27 @@ def lr_shape(config) -> tuple[int, int, int, int]:
     return (1, p, p, 3)
 
 
-def psnr_task(config, generator, pixel_loss: Callable, term: str, loader=None) -> loop.Task:
-    """The psnr stage: `generator` trained on `pixel_loss(G(lr), hr)`, logged as `term`."""
+def psnr_task(config, loader=None) -> loop.Task:
+    """The psnr stage: the config's generator trained on its pixel loss (logged as `loss.pixel`)."""
+    generator, loss = make_generator(config), pixel_loss(config)
 
     def loss_fn(params, batch, key):
-        loss = pixel_loss(generator.apply(params, batch["lr"]), batch["hr"])
-        return loss, {term: loss}
+        value = loss(generator.apply(params, batch["lr"]), batch["hr"])
+        return value, {config.loss.pixel: value}
 
     return loop.Task(init_params=lambda key: generator.init(key, jnp.zeros(lr_shape(config))),
                      loss_fn=loss_fn, tx=adam(config), loader=loader)
 
 
-def gan_task(config, generator, generator_loss: Optional[Callable], discriminator_loss: Optional[Callable],
+def gan_task(config, generator_loss: Optional[Callable], discriminator_loss: Optional[Callable],
              generator_params=None, loader=None) -> loop.Task:
-    """The gan stage: `generator` against `make_discriminator(config)`, both trained in one step
-    (`gan_loss_fn`), each with its own `adam(config)`. The generator starts from
+    """The gan stage: the config's generator against `make_discriminator(config)`, both trained
+    in one step (`jaxzoo.train.gan`), each with its own `adam(config)`. The generator starts from
     `generator_params` (the psnr stage's), or from a fresh init if None: that task only gives the
     state's layout, e.g. to restore a finished gan run (losses may then be None)."""
-    disc = make_discriminator(config)
+    generator, disc = make_generator(config), make_discriminator(config)
     hr_shape = (1, config.data.patch_size, config.data.patch_size, 3)
-    discriminate = discriminator_apply(disc, hr_shape)
+    discriminate = gan.discriminator_apply(disc, hr_shape)
 
     def init_params(key):
         g = generator_params
@@ -217,17 +170,17 @@ def gan_task(config, generator, generator_loss: Optional[Callable], discriminato
             g = generator.init(kg, jnp.zeros(lr_shape(config)))
         return {"generator": g, "discriminator": disc.init(key, jnp.zeros(hr_shape))["params"]}
 
-    loss_fn = gan_loss_fn(generator.apply, discriminate, generator_loss, discriminator_loss)
-    return loop.Task(init_params=init_params, loss_fn=loss_fn, tx=gan_optimizer(adam(config), adam(config)),
-                     loader=loader)
+    loss_fn = gan.gan_loss_fn(generator.apply, discriminate, generator_loss, discriminator_loss)
+    return loop.Task(init_params=init_params, loss_fn=loss_fn,
+                     tx=gan.gan_optimizer(adam(config), adam(config)), loader=loader)
 
 
 def read_config(workdir, what: str = "init_from") -> ml_collections.ConfigDict:
     """The config a run wrote to `workdir/config.json` (`what` names the flag, for the error)."""
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {what} must be the workdir of a finished run "
-                                "(its config.json and checkpoints/)")
+        raise MissingFileError(f"{what}={str(workdir)!r}: {path} does not exist; it must be the "
+                               "workdir of a finished run (its config.json and checkpoints/)")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
@@ -239,15 +192,12 @@ def check_model(config, run_config, workdir) -> None:
                           f"{theirs} ({workdir}/config.json)")
 
 
-def restore_trained_generator(workdir, make_generator: Callable, make_psnr_task: Callable, *,
-                              stage: Optional[str] = None, config=None, what: str = "init_from"):
-    """(step, generator params) of the newest checkpoint of the run in `workdir`.
-
-    The run's own config.json gives the layout; `make_psnr_task(run_config)` builds a psnr-stage
-    run's loop.Task, `gan_task(run_config, make_generator(run_config), None, None)` a gan-stage
-    run's. `stage`, if given, must be the run's stage, and `config.model`, if given, its model;
-    either mismatch is a ConfigError naming `what` (the flag that gave `workdir`).
-    """
+def restore_trained_generator(workdir, *, stage: Optional[str] = None, config=None,
+                              what: str = "init_from"):
+    """(step, generator params) of the newest checkpoint of the run in `workdir`, whose own
+    config.json gives the layout. `stage`, if given, must be the run's stage, and
+    `config.model`, if given, its model; either mismatch is a ConfigError naming `what` (the
+    flag that gave `workdir`)."""
     run_config = read_config(workdir, what)
     run_stage = run_config.get("stage")
     if stage is not None and run_stage != stage:
@@ -255,24 +205,20 @@ def restore_trained_generator(workdir, make_generator: Callable, make_psnr_task:
                           f"{stage}-stage workdir")
     if config is not None:
         check_model(config, run_config, workdir)
-    if run_stage == "psnr":
-        task = make_psnr_task(run_config)
-    else:
-        task = gan_task(run_config, make_generator(run_config), None, None)
+    task = psnr_task(run_config) if run_stage == "psnr" else gan_task(run_config, None, None)
     step, state = loop.restore_state(run_config, workdir, task)
     params = mesh_lib.to_host(state.params)
     return step, params if run_stage == "psnr" else params["generator"]
 
 
-def restore_generator(init_from: str, config, make_generator: Callable, make_psnr_task: Callable):
-    """The generator params of the newest checkpoint of the psnr-stage run in `init_from`,
+def restore_generator(config):
+    """The generator params of the newest checkpoint of the psnr-stage run in `config.init_from`,
     whose model settings must equal `config.model` (the gan stage continues that network)."""
-    if not init_from:
+    if not config.init_from:
         raise ConfigError("the gan stage starts from a trained psnr-stage model: set "
                           "--config.init_from=/path/to/psnr/workdir")
-    step, params = restore_trained_generator(init_from, make_generator, make_psnr_task, stage="psnr",
-                                             config=config)
-    print(f"[jaxzoo] generator initialised from {init_from} (psnr step {step})", flush=True)
+    step, params = restore_trained_generator(config.init_from, stage="psnr", config=config)
+    print(f"[jaxzoo] generator initialised from {config.init_from} (psnr step {step})", flush=True)
     return params
 
 
@@ -332,19 +278,17 @@ def evaluate(config, generate: Callable, params, test_pairs, workdir=None,
 # ----------------------------------------------------------------------------- launcher
 
 
-def train_and_evaluate(config, workdir, *, make_generator: Callable, psnr_task: Callable,
-                       gan_losses: Callable, hooks=()):
+def train_and_evaluate(config, workdir, gan_losses: Callable, hooks=()):
     """Trains the configured stage, then evaluates the generator and writes eval.json (None if
     preempted). The psnr stage trains `psnr_task(config)`; the gan stage trains `gan_task` with
-    the paper's `gan_losses(config)`, its generator restored from the psnr run `init_from`."""
+    the paper's `gan_losses(config) -> (generator_loss, discriminator_loss)`, its generator
+    restored from the psnr run `init_from`."""
     workdir = pathlib.Path(workdir)
     # The task first (a gan stage checks the VGG weights and init_from), then the data.
     if config.stage == "psnr":
         task = psnr_task(config)
     else:
-        losses = gan_losses(config)
-        generator_params = restore_generator(config.init_from, config, make_generator, psnr_task)
-        task = gan_task(config, make_generator(config), *losses, generator_params)
+        task = gan_task(config, *gan_losses(config), restore_generator(config))
     train_pairs, test_pairs = load_data(config)
     task = dataclasses.replace(task, loader=make_loader(config, train_pairs))
     result = loop.train(config, workdir, task, hooks=hooks)
@@ -355,13 +299,3 @@ def train_and_evaluate(config, workdir, *, make_generator: Callable, psnr_task: 
         params = params["generator"]
     metrics = evaluate(config, make_generator(config).apply, params, test_pairs, workdir)
     return metrics_lib.write_eval(workdir, metrics, result.step)
-
-
-def main(argv, train_and_evaluate_fn: Callable) -> None:
-    """A launcher's command line: `train_and_evaluate_fn(config, workdir)`; a missing file or a
-    bad setting exits with its message (no traceback)."""
-    args = config_lib.cli(argv)
-    try:
-        train_and_evaluate_fn(args.config, args.workdir)
-    except (FileNotFoundError, ConfigError) as e:
-        sys.exit(f"error: {e}")

@@ -1,1 +1,2 @@
-"""The runtime every launcher shares: mesh, state, step, checkpoints, metrics, progress, config."""
+"""The runtime every launcher shares: config, CLI, mesh, state, step, checkpoints, metrics,
+progress, and the two-network (GAN) step."""

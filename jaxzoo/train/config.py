@@ -1,4 +1,4 @@
-"""Configs and the launcher command line.
+"""Configs: loading a config file's variant, typed overrides and validation.
 
 Every launcher is called as::
 
@@ -6,10 +6,13 @@ Every launcher is called as::
         --workdir=DIR [--config.key=value ...] [--other_flag=value ...]
 
 `experiments/configs/<paper>.py` defines `get_config(arg)` returning a locked
-`ml_collections.ConfigDict`. Overrides are parsed to the type of the value they replace, and a
-key that does not exist is an error that names it and lists the valid keys: a typo never trains
-silently with the default. We parse the command line ourselves rather than through absl flags so
-that launchers can be called twice in one process (tests, colabs) without global flag state.
+`ml_collections.ConfigDict`, and may define `CHOICES = {"dotted.key": (allowed, ...)}` for its
+enumerated keys. Overrides are parsed to the type of the value they replace (a tuple's elements
+to the type of its current elements), a key that does not exist is an error that names it and
+lists the valid keys, and the whole config is validated (`validate`) before a launcher does any
+work: a typo never trains silently with the default, and a bad value never surfaces as a
+traceback an hour in. We parse the command line ourselves rather than through absl flags so that
+launchers can be called twice in one process (tests, colabs) without global flag state.
 """
 
 from __future__ import annotations
@@ -18,18 +21,14 @@ import ast
 import dataclasses
 import importlib.util
 import json
-import os
 import pathlib
-import sys
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
+from jaxzoo.errors import ConfigError
+
 REQUIRED_KEYS = ("seed", "total_steps", "batch_size", "log_every", "checkpoint_every")
-
-
-class ConfigError(ValueError):
-    """A config file, variant or override is invalid."""
 
 
 def base_config(variant: str | None, variants: Sequence[str]) -> ml_collections.ConfigDict:
@@ -40,13 +39,18 @@ def base_config(variant: str | None, variants: Sequence[str]) -> ml_collections.
     """
     variant = variant or variants[0]
     if variant not in variants:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {tuple(variants)}")
+        raise ConfigError(f"unknown variant {variant!r}; choose one of {tuple(variants)}")
     return ml_collections.ConfigDict(dict(variant=variant, seed=0, keep_checkpoints=3, fsdp=False,
                                           ema_decay=None))
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`."""
+def load_config(spec: str, overrides: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`, applies the dotted
+    `key -> text` overrides and validates the result against the file's `CHOICES`.
+
+    Raises ConfigError naming the problem: a missing file, an unknown variant or key, a value
+    of the wrong type or outside what is allowed.
+    """
     path, _, arg = spec.partition(":")
     file = pathlib.Path(path)
     if not file.is_file():
@@ -60,7 +64,46 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise ConfigError(f"config {spec!r} lacks the required keys {missing}")
+    apply_overrides(config, overrides or {})
+    validate(config, getattr(module, "CHOICES", {}))
     return config
+
+
+def _get(config, key: str):
+    node = config
+    for name in key.split("."):
+        node = node[name]
+    return node
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Runtime keys (read by jaxzoo.train.loop) -> (the check, what is allowed).
+_RUNTIME_CHECKS = {
+    "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "total_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "log_every": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "checkpoint_every": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "keep_checkpoints": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "ema_decay": (lambda v: v is None or (isinstance(v, float) and 0.0 < v < 1.0),
+                  "None or a float in (0, 1)"),
+}
+
+
+def validate(config: ml_collections.ConfigDict, choices: Mapping[str, Sequence] | None = None) -> None:
+    """Raises ConfigError for the first bad value: a runtime key outside its range, or a key of
+    `choices` (dotted key -> allowed values; for a tuple value, each element) not allowed."""
+    for key, (ok, allowed) in _RUNTIME_CHECKS.items():
+        if key in config and not ok(config[key]):
+            raise ConfigError(f"{key}={config[key]!r}; allowed: {allowed}")
+    for key, allowed in (choices or {}).items():
+        value = _get(config, key)
+        bad = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in allowed]
+        if bad:
+            raise ConfigError(f"{key}={value!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -100,7 +143,26 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         raise ConfigError(
             f"--config.{key}={text!r}: expected a {type(current).__name__} like {current!r}"
         )
+    if isinstance(current, tuple) and current:
+        value = _typed_elements(value, current, key, text)
     return value
+
+
+def _typed_elements(value: tuple, current: tuple, key: str, text: str) -> tuple:
+    """`value`'s elements as the type of `current`'s (ints widen to floats), or a ConfigError."""
+    kinds = {type(v) for v in current}
+    if len(kinds) != 1:
+        return value
+    kind = kinds.pop()
+    out = []
+    for v in value:
+        if kind is float and _is_int(v):
+            v = float(v)
+        if type(v) is not kind:
+            raise ConfigError(f"--config.{key}={text!r}: every element must be a {kind.__name__}, "
+                              f"like {current!r}; got {v!r}")
+        out.append(v)
+    return tuple(out)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
@@ -163,38 +225,6 @@ def parse_launcher_args(argv: Sequence[str], flags: Iterable[str] = ()) -> Launc
             raise ConfigError(f"unknown flag --{name}; {usage}")
     if not config_spec or not workdir:
         raise ConfigError(f"--config and --workdir are required; {usage}")
-    config = load_config(config_spec)
-    apply_overrides(config, overrides)
+    config = load_config(config_spec, overrides)
     config.lock()
     return LauncherArgs(config=config, workdir=pathlib.Path(workdir), flags=extra)
-
-
-def cli(argv: Sequence[str], flags: Iterable[str] = ()) -> LauncherArgs:
-    """A launcher's entry: joins a multi-host run if the environment says so, then parses
-    `argv[1:]`; a bad command line exits with its message and status 2 (no traceback)."""
-    from jaxzoo.train import mesh  # late: configs import this module without touching JAX
-
-    try:
-        args = parse_launcher_args(argv[1:], flags)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    use_cpu_cores_as_devices(args.config.batch_size)
-    mesh.initialize_distributed()
-    return args
-
-
-def use_cpu_cores_as_devices(batch_size: int) -> None:
-    """Exposes each CPU core as a JAX CPU device (up to a divisor of `batch_size`).
-
-    XLA runs one computation on about one core, so on a CPU-only machine a launcher would leave
-    the other cores idle; as separate devices on the `data` mesh axis each takes its share of
-    the batch. It only sets `XLA_FLAGS` before JAX starts, never overrides a device count the
-    user set, and changes nothing where an accelerator is the default backend.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    count = max(d for d in range(1, cores + 1) if batch_size % d == 0)
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()

@@ -7,7 +7,10 @@ optionally `keep_checkpoints` (3), `fsdp` (False), `ema_decay` (None).
 
 Guarantees:
   * Running again with the same workdir resumes from the newest readable checkpoint and
-    replays exactly the batches and randomness of an uninterrupted run.
+    replays exactly the batches and randomness of an uninterrupted run. A resumed run must have
+    the config of the run it continues (`config.json`), except for the keys in `RESUMABLE`;
+    config.json is written only once the run is accepted.
+  * One run per workdir: a second run on a workdir in use refuses, naming the holder's pid.
   * SIGTERM / SIGINT save a checkpoint at the next step boundary; `train` then returns with
     `preempted=True` (a launcher exits 0). A second SIGINT interrupts at once.
   * A non-finite loss raises `NonFiniteLossError` naming the step and the non-finite terms; no
@@ -16,7 +19,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
+import os
 import pathlib
 import signal
 import time
@@ -26,18 +33,23 @@ import jax
 import numpy as np
 import optax
 
-from jaxzoo.train import checkpoint as checkpoint_lib
-from jaxzoo.train import mesh as mesh_lib
-from jaxzoo.train import metrics as metrics_lib
-from jaxzoo.train import config as config_lib
+from jaxzoo.errors import MissingFileError, UserError, WorkdirError
+from jaxzoo.train import (checkpoint as checkpoint_lib, config as config_lib, mesh as mesh_lib,
+                          metrics as metrics_lib)
 from jaxzoo.train.progress import progress
 from jaxzoo.train.state import (TrainState, abstract_state_and_shardings, create_state,
                                 make_init_fn, num_params)
 from jaxzoo.train.step import LossFn, make_train_step
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss (or one of its terms, or a gradient norm) became inf or nan."""
+
+
+# Config keys a resumed run may change: how long to train and how often to log, save and keep,
+# and anything under these prefixes (evaluation and rendering settings).
+RESUMABLE = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_PREFIXES = ("eval.", "video.")
 
 
 @dataclasses.dataclass
@@ -111,7 +123,8 @@ def _check_finite(step: int, metrics) -> None:
     bad = sorted((k in _DIAGNOSTICS, k) for k, v in host.items() if not np.isfinite(v))
     raise NonFiniteLossError(
         f"non-finite value at step {step} in {', '.join(k for _, k in bad)} "
-        f"(all metrics: {host}); stopping without writing a checkpoint of this state")
+        f"(all metrics: {host}); stopped without writing a checkpoint of this state: lower the "
+        f"learning rate or resume from the last checkpoint")
 
 
 def _log_row(metrics, steps_per_s: Optional[float]) -> dict:
@@ -133,21 +146,81 @@ def _state_layout(config, task: Task, mesh):
 def restore_state(config, workdir, task: Task, mesh: Optional[jax.sharding.Mesh] = None):
     """The newest checkpoint in `workdir` as `(step, TrainState)`, for evaluation or rendering.
 
-    Raises FileNotFoundError (naming the directory) when there is no checkpoint yet.
+    Raises MissingFileError (naming the directory) when there is no checkpoint yet.
     """
     mesh = mesh or mesh_lib.make_mesh()
     abstract = _state_layout(config, task, mesh)[3]
     directory = pathlib.Path(workdir) / "checkpoints"
     if not directory.is_dir():
-        raise FileNotFoundError(f"no checkpoint in {directory}: train first (same --workdir)")
+        raise MissingFileError(f"no checkpoint in {directory}: train first (same --workdir)")
     ckpt = checkpoint_lib.Checkpointer(directory)
     try:
         restored = ckpt.restore_latest(abstract)
     finally:
         ckpt.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}: train first (same --workdir)")
+        raise MissingFileError(f"no checkpoint in {directory}: train first (same --workdir)")
     return restored[0], restored[1]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resumable(config, workdir) -> None:
+    """WorkdirError naming every key (other than RESUMABLE ones) in which `config` differs from
+    the `config.json` of the run in `workdir`; nothing to check if there is none."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        saved = _flat(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise WorkdirError(f"{path} is not valid JSON ({e}); move the workdir aside") from None
+    ours = _flat(json.loads(config_lib.to_json(config)))
+    missing = object()
+    diff = [f"{k}={saved.get(k, missing)!r} (now {ours.get(k, missing)!r})".replace(repr(missing), "absent")
+            for k in sorted(set(saved) | set(ours))
+            if saved.get(k, missing) != ours.get(k, missing)
+            and k not in RESUMABLE and not k.startswith(RESUMABLE_PREFIXES)]
+    if diff:
+        raise WorkdirError(
+            f"{workdir} holds a run with another config: {'; '.join(diff)}. Resume with the same "
+            f"config (only {', '.join(RESUMABLE)} and {', '.join(p + '*' for p in RESUMABLE_PREFIXES)} "
+            "may change) or use a new --workdir")
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+    """Holds an exclusive lock on `workdir/.lock` (process 0 only) holding this pid; a second
+    holder gets a WorkdirError naming the first one's pid. The OS drops the lock if we die."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = pathlib.Path(workdir) / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise WorkdirError(f"{workdir} is in use by another run (pid {holder}); wait for it to "
+                               "finish, stop it, or use another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = None,
@@ -156,17 +229,29 @@ def train(config, workdir, task: Task, *, mesh: Optional[jax.sharding.Mesh] = No
 
     `hooks` are called as `hook(step, state)` after every step (step = steps completed).
     """
+    config_lib.validate(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config_lib.to_json(config) + "\n")
+    with workdir_lock(workdir):
+        return _train(config, workdir, task, mesh, hooks)
+
+
+def _train(config, workdir: pathlib.Path, task: Task, mesh, hooks) -> TrainResult:
     mesh = mesh or mesh_lib.make_mesh()
     mesh_lib.check_batch_size(config.batch_size, mesh)
     ema_decay = config.get("ema_decay", None)
 
     init_key, step_key, init_fn, abstract, shardings = _state_layout(config, task, mesh)
     ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3))
-    restored = ckpt.restore_latest(abstract)
+    try:
+        if ckpt.all_steps():
+            check_resumable(config, workdir)
+        restored = ckpt.restore_latest(abstract, set_aside_damaged=True)
+    except BaseException:
+        ckpt.close()
+        raise
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config_lib.to_json(config) + "\n")
     if restored is None:
         start, state = 0, create_state(init_fn, init_key, shardings)
     else:

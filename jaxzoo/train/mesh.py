@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxzoo.errors import ConfigError
+
 DATA_AXIS = "data"
 
 # Environment variables that mean "this process is one of several": JAX's own coordinator
@@ -42,7 +44,7 @@ def initialize_distributed() -> bool:
     if explicit:
         missing = [v for v in _COORDINATOR_VARS if v not in env]
         if missing:
-            raise RuntimeError(
+            raise ConfigError(
                 f"JAX_COORDINATOR_ADDRESS is set but {missing} are not; set all of {_COORDINATOR_VARS}"
             )
         jax.distributed.initialize(
@@ -65,7 +67,7 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     """Raises before anything compiles if the global batch cannot be split evenly."""
     n = mesh.devices.size
     if batch_size <= 0 or batch_size % n:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size={batch_size} must be a positive multiple of the device count {n} "
             f"({jax.process_count()} process(es) x {jax.local_device_count()} local devices); "
             f"try {max(n, (batch_size // n) * n)}"

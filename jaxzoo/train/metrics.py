@@ -3,7 +3,8 @@
 `DIR/metrics.jsonl` gets one JSON object per logged step (`{"step": ..., "loss": ..., ...}`);
 `DIR/tensorboard/` gets event files written by tensorboardX (no TensorFlow needed). On a
 resumed run both are appended to; entries past the restored step are dropped first so a crash
-between a log line and the next checkpoint never leaves duplicate steps.
+between a log line and the next checkpoint never leaves duplicate steps, and a line torn by a
+crash or power loss mid-write is dropped with a warning rather than breaking every later resume.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import warnings
 from typing import Any, Mapping
 
 import jax
@@ -46,8 +48,9 @@ class MetricWriter:
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        lines = self.path.read_text().splitlines()
-        kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+        lines = self.path.read_text(errors="replace").splitlines()
+        rows = _parse_rows(lines, self.path)
+        kept = [l for l, row in zip(lines, rows) if row is not None and row.get("step", 0) <= step]
         if len(kept) != len(lines):
             self.path.write_text("".join(l + "\n" for l in kept))
 
@@ -72,10 +75,32 @@ class MetricWriter:
             self._tb = None
 
 
+def _parse_rows(lines: list[str], path) -> list:
+    """Each line as a dict, or None for a blank or torn (unparsable) line, which is warned of."""
+    rows = []
+    for number, line in enumerate(lines, 1):
+        row = None
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}: line {number} is not valid JSON (torn by a crash?) and is "
+                              "dropped", MetricsFileWarning, stacklevel=3)
+            if not isinstance(row, dict):
+                row = None
+        rows.append(row)
+    return rows
+
+
+class MetricsFileWarning(UserWarning):
+    """A line of metrics.jsonl could not be read."""
+
+
 def read_metrics(workdir) -> list[dict]:
-    """Reads back `metrics.jsonl` as a list of dicts."""
+    """Reads back `metrics.jsonl` as a list of dicts, skipping (and warning of) torn lines."""
     path = pathlib.Path(workdir) / "metrics.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    lines = path.read_text(errors="replace").splitlines()
+    return [row for row in _parse_rows(lines, path) if row is not None]
 
 
 def write_json(path, obj: Mapping[str, Any]) -> None:

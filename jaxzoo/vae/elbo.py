@@ -1,4 +1,5 @@
-"""Evidence lower bound and importance-sampled log-likelihood of latent-variable models.
+"""Evidence lower bound and importance-sampled log-likelihood of latent-variable models (pure
+jax.numpy).
 
 Conventions: data `x` is [..., D]; the approximate posterior q(z | x) is a diagonal Gaussian
 given by `mean` and `logvar`, each [..., Dz]; latents `z` are [..., Dz]. Every log-density is in
@@ -7,8 +8,8 @@ over leading axes. The decoder enters as a callable `log_px_given_z(z) -> [...]`
 for any observation model.
 
 References: Kingma & Welling, "Auto-Encoding Variational Bayes" (1312.6114), and Burda, Grosse &
-Salakhutdinov, "Importance Weighted Autoencoders" (1509.00519); seed 004 ("变分自编码器(八)")
-derives the same estimator as the way to read a VAE as a density model.
+Salakhutdinov, "Importance Weighted Autoencoders" (1509.00519), Eq. 8: the importance-sampled
+estimate of log p(x) is how a trained VAE is read as a density model.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 MLP encoder q(z | x) = N(mean(x), diag(exp(logvar(x)))), standard-normal prior, MLP decoder with
 a Bernoulli (binary data) or diagonal Gaussian (continuous data; learned per-dimension variance)
 observation model. Data are flat vectors [..., D]; images are flattened by the caller.
-The maths lives in `jaxzoo.core.vae`; this file only holds the networks and wires them to it.
+The maths lives in `jaxzoo.vae.elbo`; this file only holds the networks and wires them to it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxzoo.core import vae as vae_core
+from jaxzoo.vae import elbo as vae_core
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "softplus": nn.softplus, "gelu": nn.gelu}

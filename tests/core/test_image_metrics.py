@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from jaxzoo.metrics import gaussian_window, mse_to_psnr, psnr, ssim
+from jaxzoo.core.image_metrics import gaussian_window, mse_to_psnr, psnr, ssim
 
 
 def sk_ssim(a, b, data_range=1.0):

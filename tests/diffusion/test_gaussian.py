@@ -1,11 +1,11 @@
-"""Tests for jaxzoo.core.diffusion: schedules, timesteps, conversions, guidance, thresholds."""
+"""Tests for jaxzoo.diffusion.gaussian: schedules, timesteps, conversions, guidance, thresholds."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.core import diffusion as dif
+from jaxzoo.diffusion import gaussian as dif
 
 T = 1000
 

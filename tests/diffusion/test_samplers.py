@@ -1,4 +1,4 @@
-"""Tests for jaxzoo.core.samplers against closed-form Gaussian (and Gaussian-mixture) models.
+"""Tests for jaxzoo.diffusion.samplers against closed-form Gaussian (and Gaussian-mixture) models.
 
 For data x0 ~ N(mu, diag sd^2) the exact noise predictor is
 ``eps*(x_t, t) = (x_t - alpha mu) sigma / (alpha^2 sd^2 + sigma^2)`` (VP alpha, sigma), and
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from jaxzoo.core import diffusion as dif
-from jaxzoo.core import samplers as smp
+from jaxzoo.diffusion import gaussian as dif
+from jaxzoo.diffusion import samplers as smp
 
 MU = (0.5, -0.3, 0.2, 0.0)
 SD = (0.3, 0.5, 1.0, 0.7)

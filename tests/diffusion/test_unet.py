@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.core import diffusion as dif
-from jaxzoo.core import samplers as smp
-from jaxzoo.models.unet import AttentionBlock, UNet, denoiser, timestep_embedding
+from jaxzoo.diffusion import gaussian as dif
+from jaxzoo.diffusion import samplers as smp
+from jaxzoo.diffusion.unet import AttentionBlock, UNet, denoiser, timestep_embedding
 
 B, H, C = 3, 8, 2
 TINY = dict(out_channels=C, channels=8, channel_mult=(1, 2), num_res_blocks=1,

@@ -39,8 +39,8 @@ def test_fd_classifier_is_cached_per_workdir_and_retrained_when_its_settings_cha
     from experiments import ddpm
     from jaxzoo.train import config as config_lib
 
-    config = config_lib.load_config(str(REPO / "experiments/configs/ddpm.py") + ":cpu")
-    config_lib.apply_overrides(config, {"fd.steps": "2", "fd.widths": "(4,)", "fd.feature_dim": "4"})
+    config = config_lib.load_config(str(REPO / "experiments/configs/ddpm.py") + ":cpu",
+                                    {"fd.steps": "2", "fd.widths": "(4,)", "fd.feature_dim": "4"})
     rng = np.random.default_rng(0)
     split = lambda n: {"image": rng.uniform(-1, 1, (n, 8, 8, 1)).astype(np.float32),
                        "label": rng.integers(0, 3, n)}
@@ -67,8 +67,8 @@ def test_paper_variant_without_cifar10_says_how_to_prepare_it(tmp_path):
     from experiments import ddpm
     from jaxzoo.train import config as config_lib
 
-    config = config_lib.load_config(str(REPO / "experiments/configs/ddpm.py") + ":paper")
-    config_lib.apply_overrides(config, {"data.data_dir": str(tmp_path)})
+    config = config_lib.load_config(str(REPO / "experiments/configs/ddpm.py") + ":paper",
+                                    {"data.data_dir": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="tfds build cifar10 --file_format=array_record"):
         ddpm.load_data(config)
 
@@ -79,14 +79,14 @@ def test_loss_targets_match_each_prediction_space():
     import jax
 
     from experiments import ddpm
-    from jaxzoo.core import diffusion
+    from jaxzoo.diffusion import gaussian as diffusion
     from jaxzoo.train import config as config_lib
 
     x0 = jax.random.uniform(jax.random.key(0), (4, 16, 16, 1), minval=-1, maxval=1)
     key = jax.random.key(3)
     for prediction in ("eps", "x0", "v"):
-        config = config_lib.load_config(str(REPO / "experiments/configs/ddpm.py") + ":cpu")
-        config_lib.apply_overrides(config, {"diffusion.prediction": prediction})
+        config = config_lib.load_config(str(REPO / "experiments/configs/ddpm.py") + ":cpu",
+                                        {"diffusion.prediction": prediction})
         schedule = ddpm.make_schedule(config)
         # Recompute the loss's own draws (same key split) to build the perfect prediction.
         key_t, key_eps, _, _ = jax.random.split(key, 4)

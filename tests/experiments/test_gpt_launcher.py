@@ -54,7 +54,7 @@ def test_gpt_launcher_on_token_files(run_launcher, tmp_path):
 
 
 def test_warmup_longer_than_training_is_a_config_error():
-    from experiments import _gpt
+    from jaxzoo.lm import training as _gpt
     from jaxzoo.train.config import ConfigError, load_config
 
     config = load_config("experiments/configs/gpt.py:cpu")

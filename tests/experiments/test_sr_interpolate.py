@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import esrgan, sr_interpolate
+from experiments import sr_interpolate
 from jaxzoo.train import config as config_lib
 from test_esrgan_launcher import CONFIG, TINY, TINY_GAN, tiny_data
 
@@ -54,17 +54,17 @@ def test_endpoints_reproduce_each_stage(run_launcher, tmp_path):
     assert (out / "psnr_vs_alpha.png").stat().st_size > 0
 
     # Errors name the problem: a gan run given as the psnr run, a workdir without checkpoints.
-    config = config_lib.load_config(f"{CONFIG}:cpu_gan")
-    config_lib.apply_overrides(config, dict(a[len("--config."):].split("=", 1) for a in TINY + TINY_GAN + data))
+    config = config_lib.load_config(f"{CONFIG}:cpu_gan",
+                                    dict(a[len("--config."):].split("=", 1) for a in TINY + TINY_GAN + data))
     with pytest.raises(config_lib.ConfigError, match="psnr_workdir=.*'gan'-stage run"):
-        sr_interpolate.interpolate(config, esrgan, gan_dir, gan_dir, ALPHAS, out)
+        sr_interpolate.interpolate(config, gan_dir, gan_dir, ALPHAS, out)
     empty = tmp_path / "no_checkpoint"
     empty.mkdir()
     (empty / "config.json").write_text((psnr_dir / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-        sr_interpolate.interpolate(config, esrgan, empty, gan_dir, ALPHAS, out)
-    with pytest.raises(FileNotFoundError, match="config.json does not exist: gan_workdir"):
-        sr_interpolate.interpolate(config, esrgan, psnr_dir, tmp_path / "nothing", ALPHAS, out)
+        sr_interpolate.interpolate(config, empty, gan_dir, ALPHAS, out)
+    with pytest.raises(FileNotFoundError, match="gan_workdir=.*config.json does not exist"):
+        sr_interpolate.interpolate(config, psnr_dir, tmp_path / "nothing", ALPHAS, out)
 
 
 def test_alphas_outside_unit_interval_are_refused(run_launcher, tmp_path):
@@ -77,7 +77,7 @@ def test_alphas_outside_unit_interval_are_refused(run_launcher, tmp_path):
         sr_interpolate.check_alphas([-0.1])
     proc = run_launcher("experiments.sr_interpolate", f"{CONFIG}:cpu_gan", tmp_path / "out",
                         f"--psnr_workdir={tmp_path}", f"--gan_workdir={tmp_path}", "--alphas=0,2", check=False)
-    assert proc.returncode != 0 and "[2.0] outside [0, 1]" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "[2.0] outside [0, 1]" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_launcher("experiments.sr_interpolate", "experiments/configs/vae.py:cpu", tmp_path / "out",
                         f"--psnr_workdir={tmp_path}", f"--gan_workdir={tmp_path}", check=False)
-    assert proc.returncode != 0 and "interpolation is for the config files" in proc.stderr
+    assert proc.returncode == 2 and "must be a super-resolution config" in proc.stderr

@@ -57,10 +57,10 @@ def test_sigterm_then_resume_gives_bit_identical_parameters(tmp_path):
     from experiments import vae
     from jaxzoo.train import config as config_lib
 
-    config = config_lib.load_config(str(REPO / "experiments/configs/vae.py") + ":cpu")
-    config_lib.apply_overrides(config, {"total_steps": "40", "checkpoint_every": "15",
-                                        "eval.num_importance_samples": "10", "eval.chunk_size": "10",
-                                        "eval.max_examples": "20"})
+    config = config_lib.load_config(str(REPO / "experiments/configs/vae.py") + ":cpu",
+                                    {"total_steps": "40", "checkpoint_every": "15",
+                                     "eval.num_importance_samples": "10", "eval.chunk_size": "10",
+                                     "eval.max_examples": "20"})
 
     def sigterm_at_20(step, state):
         if step == 20:
@@ -142,7 +142,7 @@ def test_paper_variant_without_mnist_says_how_to_prepare_it(tmp_path):
     from experiments import vae
     from jaxzoo.train import config as config_lib
 
-    config = config_lib.load_config(str(REPO / "experiments/configs/vae.py") + ":paper")
-    config_lib.apply_overrides(config, {"data.data_dir": str(tmp_path)})
+    config = config_lib.load_config(str(REPO / "experiments/configs/vae.py") + ":paper",
+                                    {"data.data_dir": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="tfds build mnist --file_format=array_record"):
         vae.load_data(config)

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.models import gpt
-from jaxzoo.models.gpt import GPT, GPTConfig
+from jaxzoo.lm import gpt, tasks
+from jaxzoo.lm.gpt import GPT, GPTConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -174,20 +174,20 @@ def test_generate_sampling_is_reproducible_and_respects_top_k():
 
 
 def test_gpt1_task_transforms_and_features():
-    sp = gpt.TaskTokens(start=20, delim=21, extract=22)
-    assert gpt.classification_input([1, 2], sp) == [20, 1, 2, 22]
-    assert gpt.entailment_input([1], [2, 3], sp) == [20, 1, 21, 2, 3, 22]
-    ab, ba = gpt.similarity_inputs([1], [2, 3], sp)
+    sp = tasks.TaskTokens(start=20, delim=21, extract=22)
+    assert tasks.classification_input([1, 2], sp) == [20, 1, 2, 22]
+    assert tasks.entailment_input([1], [2, 3], sp) == [20, 1, 21, 2, 3, 22]
+    ab, ba = tasks.similarity_inputs([1], [2, 3], sp)
     assert ab == [20, 1, 21, 2, 3, 22] and ba == [20, 2, 3, 21, 1, 22]
-    assert gpt.multiple_choice_inputs([5], [[6], [7, 8]], sp) == [[20, 5, 21, 6, 22],
+    assert tasks.multiple_choice_inputs([5], [[6], [7, 8]], sp) == [[20, 5, 21, 6, 22],
                                                                   [20, 5, 21, 7, 8, 22]]
     config, params = _model(position="learned")
-    seqs = [ab, ba, gpt.classification_input([4], sp)]
-    tokens, idx = gpt.pad_sequences(seqs, pad_id=0, length=8)
+    seqs = [ab, ba, tasks.classification_input([4], sp)]
+    tokens, idx = tasks.pad_sequences(seqs, pad_id=0, length=8)
     assert tokens.shape == (3, 8) and list(idx) == [5, 5, 2]
-    feats = gpt.extract_features(config, params, tokens, idx)
+    feats = tasks.extract_features(config, params, tokens, idx)
     for i, s in enumerate(seqs):  # padding does not change the features at <e>
         h = GPT(config).apply(params, jnp.asarray([s]), method=GPT.hidden_states)
         np.testing.assert_allclose(feats[i], h[0, -1], atol=1e-5)
     with pytest.raises(ValueError, match="does not fit"):
-        gpt.pad_sequences(seqs, length=4)
+        tasks.pad_sequences(seqs, length=4)

@@ -1,10 +1,10 @@
-"""LLFF loading and the NeRF seed's pose preprocessing, on synthetic poses_bounds.npy files."""
+"""LLFF loading and NeRF's pose preprocessing, on synthetic poses_bounds.npy files."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from jaxzoo.data import llff
+from jaxzoo.nerf import llff
 
 
 def rot_z(angle):

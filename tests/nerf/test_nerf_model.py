@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxzoo.models.nerf import NeRF, NeRFMLP, final, render_image
+from jaxzoo.nerf.model import NeRF, NeRFMLP, final, render_image
 
 TINY = dict(depth=2, width=16, skips=(1,), xyz_freqs=3, dir_freqs=2, num_coarse=8, num_fine=8)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxzoo.data import nerf_scene as ns
-from jaxzoo.data.blender import load_blender
+from jaxzoo.nerf import scene as ns
+from jaxzoo.nerf.blender import load_blender
 
 SIZE = 16
 COUNTS = dict(num_train=4, num_val=1, num_test=2)
@@ -19,8 +19,9 @@ def scene_dir(tmp_path_factory):
 
 
 def pixel_ray(c2w, i, j, size, focal):
-    """The NeRF/Blender convention, written out independently of the module."""
-    d_cam = np.array([(i - size / 2) / focal, -(j - size / 2) / focal, -1.0])
+    """The ray through the centre of pixel (i, j) in the NeRF/Blender camera frame, written out
+    independently of the module."""
+    d_cam = np.array([(i + 0.5 - size / 2) / focal, -(j + 0.5 - size / 2) / focal, -1.0])
     return c2w[:3, 3], c2w[:3, :3] @ d_cam
 
 

@@ -1,4 +1,4 @@
-"""Tests for jaxzoo.core.render against closed forms and NumPy references of the seed."""
+"""Tests for jaxzoo.nerf.render against closed forms and NumPy references of nerf_pl's code."""
 
 from types import SimpleNamespace
 
@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.core import render
+from jaxzoo.nerf import render
 
 # Jitted entry points (static Python arguments marked): compiling each function once per
 # shape is several times cheaper on CPU than dispatching op by op, and it checks that the
 # functions trace. Argument-validation tests call the plain functions.
 jr = SimpleNamespace(
-    positional_encoding=jax.jit(
-        render.positional_encoding, static_argnames=("num_freqs", "include_input", "log_sampling")
+    frequency_encoding=jax.jit(
+        render.frequency_encoding, static_argnames=("num_freqs", "include_input", "log_sampling")
     ),
     get_ray_directions=jax.jit(render.get_ray_directions, static_argnames=("height", "width")),
     get_rays=jax.jit(render.get_rays),
@@ -30,7 +30,7 @@ jr = SimpleNamespace(
 
 
 def _np_encoding(x, num_freqs, include_input=True, log_sampling=True):
-    """Seed's Embedding.forward, written as explicit loops in float64."""
+    """nerf_pl's Embedding.forward, written as explicit loops in float64."""
     if log_sampling:
         bands = [2.0**k for k in range(num_freqs)]
     else:
@@ -43,7 +43,7 @@ def _np_encoding(x, num_freqs, include_input=True, log_sampling=True):
 
 
 def _np_render_one_ray(sigma, rgb, z, d):
-    """Seed's compositing for one ray, as a Python loop in float64."""
+    """nerf_pl's compositing for one ray, as a Python loop in float64."""
     s = len(z)
     norm = np.linalg.norm(d)
     w = np.zeros(s)
@@ -57,7 +57,7 @@ def _np_render_one_ray(sigma, rgb, z, d):
 
 
 def _np_sample_pdf_one_ray(u, bins, weights, eps=1e-5):
-    """Seed's sample_pdf for one ray with NumPy searchsorted."""
+    """nerf_pl's sample_pdf for one ray with NumPy searchsorted."""
     w = weights + eps
     pdf = w / w.sum()
     cdf = np.concatenate([[0.0], np.cumsum(pdf)])
@@ -85,9 +85,9 @@ def _tree_finite(tree):
 
 
 def test_encoding_dims_of_nerf_defaults():
-    assert jr.positional_encoding(jnp.zeros((5, 3)), 10).shape == (5, 63)
-    assert jr.positional_encoding(jnp.zeros((5, 3)), 4).shape == (5, 27)
-    assert jr.positional_encoding(jnp.zeros((2, 4, 3)), 4, include_input=False).shape == (2, 4, 24)
+    assert jr.frequency_encoding(jnp.zeros((5, 3)), 10).shape == (5, 63)
+    assert jr.frequency_encoding(jnp.zeros((5, 3)), 4).shape == (5, 27)
+    assert jr.frequency_encoding(jnp.zeros((2, 4, 3)), 4, include_input=False).shape == (2, 4, 24)
 
 
 @pytest.mark.parametrize("log_sampling", [True, False])
@@ -95,7 +95,7 @@ def test_encoding_dims_of_nerf_defaults():
 def test_encoding_matches_seed_loop(log_sampling, include_input):
     x = np.random.default_rng(0).uniform(-1.5, 1.5, size=(2, 4, 3))
     with jax.enable_x64(True):
-        got = jr.positional_encoding(
+        got = jr.frequency_encoding(
             jnp.asarray(x), 5, include_input=include_input, log_sampling=log_sampling
         )
         np.testing.assert_allclose(
@@ -106,25 +106,25 @@ def test_encoding_matches_seed_loop(log_sampling, include_input):
 def test_encoding_order_and_no_pi():
     # One channel, x = 0.3: the k-th pair must be sin/cos of 2^k * 0.3, without pi.
     x = 0.3
-    got = np.asarray(jr.positional_encoding(jnp.array([x]), 3))
+    got = np.asarray(jr.frequency_encoding(jnp.array([x]), 3))
     expected = [x, np.sin(x), np.cos(x), np.sin(2 * x), np.cos(2 * x), np.sin(4 * x), np.cos(4 * x)]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     # Linear bands for N = 4 are 1, 10/3, 17/3, 8 (linspace(1, 2^3, 4)).
-    lin = np.asarray(jr.positional_encoding(jnp.array([x]), 4, log_sampling=False))
+    lin = np.asarray(jr.frequency_encoding(jnp.array([x]), 4, log_sampling=False))
     np.testing.assert_allclose(lin[1::2], np.sin(np.array([1, 10 / 3, 17 / 3, 8]) * x), rtol=1e-6)
 
 
 def test_encoding_finite_with_gradients_at_extremes():
     x = jnp.array([[1e-6, -1e3, 1e6]])
-    out, grad = jax.jit(jax.value_and_grad(lambda v: jr.positional_encoding(v, 10).sum()))(x)
+    out, grad = jax.jit(jax.value_and_grad(lambda v: jr.frequency_encoding(v, 10).sum()))(x)
     assert _tree_finite((out, grad))
 
 
 def test_encoding_rejects_bad_arguments():
     with pytest.raises(ValueError, match="num_freqs"):
-        render.positional_encoding(jnp.zeros((2, 3)), -1)
+        render.frequency_encoding(jnp.zeros((2, 3)), -1)
     with pytest.raises(ValueError, match="empty"):
-        render.positional_encoding(jnp.zeros((2, 3)), 0, include_input=False)
+        render.frequency_encoding(jnp.zeros((2, 3)), 0, include_input=False)
 
 
 # ----------------------------------------------------------------------------- rays
@@ -132,17 +132,22 @@ def test_encoding_rejects_bad_arguments():
 
 def test_ray_directions_pixel_convention():
     h, w, f = 3, 5, 2.5
-    dirs = np.asarray(jr.get_ray_directions(h, w, f))
-    assert dirs.shape == (h, w, 3)
-    for j in range(h):
-        for i in range(w):
-            expected = [(i - w / 2) / f, -(j - h / 2) / f, -1.0]
-            np.testing.assert_allclose(dirs[j, i], expected, rtol=1e-6)
-    # No +0.5 offset: on an even grid pixel (H/2, W/2) is the optical axis ...
+    for c in (0.5, 0.0, 0.25):
+        dirs = np.asarray(render.get_ray_directions(h, w, f, pixel_center=c))
+        assert dirs.shape == (h, w, 3)
+        for j in range(h):
+            for i in range(w):
+                expected = [(i + c - w / 2) / f, -(j + c - h / 2) / f, -1.0]
+                np.testing.assert_allclose(dirs[j, i], expected, rtol=1e-6, atol=1e-7)
+    # Pixel centres (the default): on an odd grid the middle pixel looks down the optical axis,
+    # and on an even grid the axis passes between the four middle pixels.
+    odd = np.asarray(jr.get_ray_directions(h, w, f))
+    np.testing.assert_array_equal(odd[1, 2], [0.0, 0.0, -1.0])
     even = np.asarray(jr.get_ray_directions(4, 6, 3.0))
-    np.testing.assert_array_equal(even[2, 3], [0.0, 0.0, -1.0])
-    # ... and on an odd grid the middle pixel is off-axis by half a pixel, up and to the left.
-    np.testing.assert_allclose(dirs[1, 2], [-0.5 / f, 0.5 / f, -1.0], rtol=1e-6)
+    np.testing.assert_allclose(even[1:3, 2:4].mean((0, 1)), [0.0, 0.0, -1.0], atol=1e-7)
+    # pixel_center=0 (the official NeRF code, nerf_pl): pixel (H/2, W/2) of an even grid is the axis.
+    corner = np.asarray(render.get_ray_directions(4, 6, 3.0, pixel_center=0.0))
+    np.testing.assert_array_equal(corner[2, 3], [0.0, 0.0, -1.0])
 
 
 def test_get_rays_rotation_unit_norm_and_origin():
@@ -377,7 +382,7 @@ def test_weights_match_seed_loop_and_acc_identity():
         np.testing.assert_allclose(out.rgb[r], ref_rgb, rtol=1e-10)
         np.testing.assert_allclose(out.depth[r], ref_depth, rtol=1e-10)
         np.testing.assert_allclose(out.acc[r], ref_acc, rtol=1e-10)
-    # acc = 1 - prod(1 - alpha_i), up to the seed's 1e-10 terms.
+    # acc = 1 - prod(1 - alpha_i), up to nerf_pl's 1e-10 terms.
     deltas = np.concatenate([np.diff(z, axis=-1), np.full((n, 1), 1e10)], -1)
     deltas = deltas * np.linalg.norm(dirs, axis=-1, keepdims=True)
     alpha = 1 - np.exp(-deltas * np.maximum(sigma, 0))
@@ -455,7 +460,7 @@ def test_sample_pdf_one_hot_stays_in_its_bin():
     lo, hi = bins[hot][:, None] - 1e-6, bins[hot + 1][:, None] + 1e-6
     jb, jw = jnp.asarray(bins), jnp.asarray(weights)
     det = np.asarray(jr.sample_pdf(None, jb, jw, 33, deterministic=True))
-    # u = 0 and u = 1 hit the ends of the range (the seed's 1e-5 floor gives every bin a
+    # u = 0 and u = 1 hit the ends of the range (nerf_pl's 1e-5 floor gives every bin a
     # sliver of mass); every interior u lands in the hot bin.
     assert np.all((det[:, 1:-1] >= lo) & (det[:, 1:-1] <= hi))
     np.testing.assert_allclose(det[:, [0, -1]], [[0.0, 4.0]] * 3, atol=1e-6)
@@ -517,7 +522,7 @@ def test_sample_pdf_gradients_and_extreme_weights():
     grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
     gb, gw = grad_fn(bins, weights, True)
     assert _tree_finite((gb, gw))
-    np.testing.assert_array_equal(np.asarray(gw), 0.0)  # the seed's detach()
+    np.testing.assert_array_equal(np.asarray(gw), 0.0)  # nerf_pl's detach()
     assert float(jnp.abs(gb).sum()) > 0  # samples still move with the bins
     assert _tree_finite(grad_fn(bins, weights, False))
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxzoo.data import sr_images
+from jaxzoo.errors import DataError
+from jaxzoo.sr import data as sr_images
 
 
 def _nearest_pair(rng, h=12, w=16, scale=4, name="x"):
@@ -132,7 +133,7 @@ def test_directory_pairs_read_grey_and_rgba_and_crop(tmp_path):
     np.testing.assert_array_equal(pairs[1].hr[..., 0], pairs[1].hr[..., 2])
     assert len(sr_images.load_pairs("dir", "test", root=str(tmp_path), limit=1)) == 1
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no images"):
+    with pytest.raises(DataError, match="no images"):
         sr_images.directory_pairs(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         sr_images.directory_pairs(tmp_path / "missing")

@@ -1,4 +1,4 @@
-"""Tests for jaxzoo.models.sr_import: the RRDBNet / VGG weight mappers, through .pth files
+"""Tests for jaxzoo.sr.importers: the RRDBNet / VGG weight mappers, through .pth files
 written and read by jaxzoo.io.torch_pickle (tested in tests/io/test_torch_pickle.py)."""
 
 import jax
@@ -8,9 +8,9 @@ import pytest
 from flax import traverse_util
 
 from jaxzoo.io import torch_pickle as tp
-from jaxzoo.models import sr_import as si
-from jaxzoo.models.rrdb import RRDBNet
-from jaxzoo.models.vgg import VGGFeatures
+from jaxzoo.sr import importers as si
+from jaxzoo.sr.rrdb import RRDBNet
+from jaxzoo.sr.vgg import VGGFeatures
 
 RNG = np.random.default_rng(3)
 

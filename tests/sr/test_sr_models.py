@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from jaxzoo.models.rrdb import RRDB, RRDBNet, ResidualDenseBlock
-from jaxzoo.models.srresnet import SRGANDiscriminator, SRResNet
-from jaxzoo.models.vgg import VGGFeatures, conv_names, torchvision_feature_indices
+from jaxzoo.sr.rrdb import RRDB, RRDBNet, ResidualDenseBlock
+from jaxzoo.sr.srresnet import SRGANDiscriminator, SRResNet
+from jaxzoo.sr.vgg import VGGFeatures, conv_names, torchvision_feature_indices
 
 RNG = np.random.default_rng(2)
 

@@ -1,4 +1,4 @@
-"""Tests for jaxzoo.core.sr: PixelShuffle against the NCHW formula, MATLAB imresize against
+"""Tests for jaxzoo.sr.ops: PixelShuffle against the NCHW formula, MATLAB imresize against
 hand-derived values and an independent float64 reference, the Y channel and shaving."""
 
 import math
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.core import sr
+from jaxzoo.sr import ops as sr
 
 RNG = np.random.default_rng(0)
 

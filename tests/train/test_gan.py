@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import _sr as sr_lib
+from jaxzoo.train import gan
 
 
 def _toy():
@@ -31,7 +31,7 @@ def _toy():
 
 def test_each_network_gets_only_its_own_loss_gradient():
     generate, discriminate, g_loss, d_loss, batch, params = _toy()
-    loss_fn = sr_lib.gan_loss_fn(generate, discriminate, g_loss, d_loss)
+    loss_fn = gan.gan_loss_fn(generate, discriminate, g_loss, d_loss)
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
     assert float(loss) == pytest.approx(float(terms["loss_g"] + terms["loss_d"]))
 
@@ -54,8 +54,8 @@ def test_each_network_gets_only_its_own_loss_gradient():
 
 def test_one_joint_step_equals_two_updates_from_the_same_point():
     generate, discriminate, g_loss, d_loss, batch, params = _toy()
-    loss_fn = sr_lib.gan_loss_fn(generate, discriminate, g_loss, d_loss)
-    tx = sr_lib.gan_optimizer(optax.sgd(0.1), optax.sgd(0.3))
+    loss_fn = gan.gan_loss_fn(generate, discriminate, g_loss, d_loss)
+    tx = gan.gan_optimizer(optax.sgd(0.1), optax.sgd(0.3))
     grads = jax.grad(lambda p: loss_fn(p, batch, None)[0])(params)
     updates, _ = tx.update(grads, tx.init(params), params)
     new = optax.apply_updates(params, updates)
@@ -73,7 +73,7 @@ def test_one_joint_step_equals_two_updates_from_the_same_point():
 
 def test_gan_optimizer_keeps_separate_states_and_checks_keys():
     params = {"generator": {"w": jnp.ones(2)}, "discriminator": {"v": jnp.ones(3)}}
-    tx = sr_lib.gan_optimizer(optax.adam(1e-3), optax.sgd(1.0))
+    tx = gan.gan_optimizer(optax.adam(1e-3), optax.sgd(1.0))
     state = tx.init(params)
     grads = {"generator": {"w": jnp.full(2, 5.0)}, "discriminator": {"v": jnp.full(3, 2.0)}}
     updates, _ = tx.update(grads, state, params)
@@ -81,11 +81,3 @@ def test_gan_optimizer_keeps_separate_states_and_checks_keys():
     np.testing.assert_allclose(updates["discriminator"]["v"], -2.0)
     with pytest.raises(ValueError, match="generator"):
         tx.init({"g": params["generator"]})
-
-
-def test_multistep_schedule_and_quantize():
-    s = sr_lib.multistep_schedule(1e-4, (50, 100, 200), 0.5)
-    assert [float(s(t)) for t in (0, 49, 50, 99, 100, 250)] == pytest.approx(
-        [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5, 1.25e-5])
-    q = sr_lib.quantize(np.array([-0.2, 0.5, 0.5 / 255 + 1e-4, 1.7]))
-    np.testing.assert_allclose(q, [0.0, 128 / 255, 1 / 255, 1.0])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import tiny_task
-from jaxzoo.data.pipeline import global_batch_indices
+from jaxzoo.data.pipeline import StepIndexedLoader, global_batch_indices
+from jaxzoo.errors import WorkdirError
 from jaxzoo.train import checkpoint as ckpt_lib
 from jaxzoo.train import loop
 
@@ -74,8 +75,18 @@ def test_process_shards_tile_the_global_batch():
 
 def test_resume_with_other_batch_size_is_refused(tmp_path):
     loop.train(tiny_task.config(total_steps=4), tmp_path, tiny_task.task())
-    with pytest.raises(ValueError, match="data position does not match"):
+    saved = (tmp_path / "config.json").read_text()
+    with pytest.raises(WorkdirError, match=r"another config: batch_size=8 \(now 4\)"):
         loop.train(tiny_task.config(total_steps=8, batch_size=4), tmp_path, tiny_task.task(batch_size=4))
+    assert (tmp_path / "config.json").read_text() == saved  # the rejected config is not written
+
+
+def test_resume_with_other_data_is_refused(tmp_path):
+    loop.train(tiny_task.config(total_steps=4), tmp_path, tiny_task.task())
+    task = tiny_task.task()
+    task.loader = StepIndexedLoader({k: v[:20] for k, v in task.loader.arrays.items()}, 8, seed=0)
+    with pytest.raises(WorkdirError, match="data position does not match"):
+        loop.train(tiny_task.config(total_steps=8), tmp_path, task)
 
 
 class _CountingSource:

@@ -1,4 +1,4 @@
-"""jaxzoo.core.vae against closed forms: probabilistic PCA has an exact marginal likelihood."""
+"""jaxzoo.vae.elbo against closed forms: probabilistic PCA has an exact marginal likelihood."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxzoo.core import vae
+from jaxzoo.vae import elbo as vae
 
 D, DZ, NOISE_STD = 5, 2, 0.5
 
