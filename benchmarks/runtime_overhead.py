@@ -12,6 +12,7 @@ Model: the VAE of `experiments/configs/vae.py:cpu` (64-200-200-8, Adam), batch 1
           a hand-written Python loop feeding the same loader's batches to the bare step.
   compile lower+compile time of each step function.
 Runs are interleaved and repeated; the medians' ratio is reported (goal: step ratio <= 1.05).
+Measured on 2 CPU cores: step 0.998x, whole loop with host data and logging 1.17x, compile 1.85x.
 """
 
 from __future__ import annotations

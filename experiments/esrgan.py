@@ -17,7 +17,6 @@ the two stages (Sec. 3.4): experiments/sr_interpolate.py.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from jaxzoo.core.gan_losses import ragan_discriminator_loss, ragan_generator_loss
 from jaxzoo.sr import losses as sr_losses, training as sr_training
@@ -43,14 +42,14 @@ def gan_losses(config):
         return total, {"l1": pixel, "percep": percep, "adv_g": adv}
 
     def discriminator_loss(real, fake):
-        loss = 0.5 * ragan_discriminator_loss(real, fake)
-        return loss, {"d_real_logit": jnp.mean(real), "d_fake_logit": jnp.mean(fake)}
+        return 0.5 * ragan_discriminator_loss(real, fake), {}
 
     return generator_loss, discriminator_loss
 
 
 def train_and_evaluate(config, workdir, hooks=()):
-    """Trains the configured stage, then evaluates and writes eval.json (None if preempted)."""
+    """Trains the configured ESRGAN stage, then evaluates its generator and writes eval.json
+    (None if preempted)."""
     return sr_training.train_and_evaluate(config, workdir, gan_losses, hooks=hooks)
 
 

@@ -47,16 +47,12 @@ class Scene:
 
 
 def check_config(config) -> None:
-    """ConfigError for settings that would only fail after training: bounds, evaluation limits."""
-    d, e = config.data, config.eval
+    """ConfigError for settings that would only fail after training (the config file's CHOICES
+    cover the single keys)."""
+    d = config.data
     if (d.near or d.far) and not 0 <= d.near < d.far:
         raise ConfigError(f"data.near={d.near}, data.far={d.far}: need 0 <= near < far (or both 0 "
                           "for the scene's own bounds)")
-    for key, value, low in (("eval.chunk", e.chunk, 1), ("eval.max_views", e.max_views, 0),
-                            ("eval.num_pictures", e.num_pictures, 0), ("video.num_frames",
-                            config.video.num_frames, 1), ("data.downscale", d.downscale, 1)):
-        if value < low:
-            raise ConfigError(f"{key}={value}; allowed: an int >= {low}")
     if d.format != "embedded" and not d.root:
         raise ConfigError(f"data.format={d.format!r} needs --config.data.root=/path/to/scene")
 

@@ -110,17 +110,18 @@ def check_config(config) -> None:
 
 
 def encoding_config(config, encoding: str) -> ml_collections.ConfigDict:
-    """The experiments/gpt.py-style config of the model trained with `encoding`."""
-    c = ml_collections.ConfigDict(config.to_dict())
+    """The experiments/gpt.py-style config of the model trained with `encoding` (without the
+    study-level `encodings`, so adding an encoding to a study resumes the models it has)."""
+    c = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k != "encodings"})
     c.model.position = encoding
     c.model.max_len = config.seq_len * (max(config.eval.length_multiples) if encoding == "learned" else 1)
     c.lock()
     return c
 
 
-# Keys that do not change any cell's value; every other key must match the study that wrote
-# eval.json, or resuming would mix cells of two studies.
-# Keys that do not change any cell (model.position and model.max_len are set per encoding).
+# Keys that do not change any cell's value (model.position and model.max_len are set per
+# encoding); every other key must match the study that wrote eval.json, or resuming would mix
+# cells of two studies.
 _FREE_KEYS = ("encodings", "log_every", "checkpoint_every", "keep_checkpoints", "eval.batch_tokens",
               "model.position", "model.max_len")
 

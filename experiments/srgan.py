@@ -15,7 +15,6 @@ and test_<k>_<name>.png triptychs (bicubic | output | ground truth).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from jaxzoo.core.gan_losses import bce_discriminator_loss, nonsaturating_generator_loss
 from jaxzoo.sr import losses as sr_losses, training as sr_training
@@ -43,14 +42,14 @@ def gan_losses(config):
                                               "mse": sr_losses.l2_loss(sr, hr)}
 
     def discriminator_loss(real, fake):
-        loss = bce_discriminator_loss(real, fake)
-        return loss, {"d_real_logit": jnp.mean(real), "d_fake_logit": jnp.mean(fake)}
+        return bce_discriminator_loss(real, fake), {}
 
     return generator_loss, discriminator_loss
 
 
 def train_and_evaluate(config, workdir, hooks=()):
-    """Trains the configured stage, then evaluates and writes eval.json (None if preempted)."""
+    """Trains the configured SRGAN stage, then evaluates its generator and writes eval.json
+    (None if preempted)."""
     return sr_training.train_and_evaluate(config, workdir, gan_losses, hooks=hooks)
 
 

@@ -22,7 +22,7 @@ Variants:
 import ml_collections
 
 from jaxzoo.diffusion import gaussian, samplers
-from jaxzoo.train.config import base_config
+from jaxzoo.train.config import AtLeast, base_config
 
 VARIANTS = ("cpu", "paper")
 CHOICES = {
@@ -32,6 +32,15 @@ CHOICES = {
     "diffusion.loss_weight": gaussian.LOSS_WEIGHTS,
     "eval.methods": samplers.METHODS,
     "eval.spacing": samplers.SAMPLE_SPACINGS,
+    "eval.num_steps": AtLeast(1),
+    "eval.num_samples": AtLeast(1),
+    "eval.batch_size": AtLeast(0),
+    "eval.grid_size": AtLeast(1),
+    "fd.steps": AtLeast(1),
+    "fd.batch_size": AtLeast(1),
+    "fd.feature_dim": AtLeast(1),
+    "fd.widths": AtLeast(1),
+    "fd.max_reference": AtLeast(0),
 }
 
 

@@ -11,7 +11,8 @@ Variants:
          nats/token, next-byte accuracy 0.665; zlib -9 needs 1.96 bits/byte on the same files)
          in 6 min 1 s including the corpus build check and evaluation.
   paper  GPT-2 small shapes (Radford et al. 2019, Table 2: 12 layers, d_model 768, 12 heads,
-         context 1024, vocabulary 50257, learned positions, tied output layer: 124M parameters)
+         context 1024, vocabulary 50257, learned positions, tied output layer: 124,439,808
+         parameters)
          with GPT-3's optimiser for its 125M model (Brown et al. 2020, Table 2.1 and App. B:
          batch 0.5M tokens = 512 x 1024, lr 6e-4, Adam (0.9, 0.95) eps 1e-8, cosine decay to 10%,
          375M warmup tokens, weight decay 0.1, gradient clipping 1.0). Data: GPT-2 BPE token
@@ -22,10 +23,10 @@ Variants:
 import ml_collections
 
 from jaxzoo.lm import configs as lm_configs
-from jaxzoo.train.config import base_config
+from jaxzoo.train.config import AtLeast, base_config
 
 VARIANTS = ("cpu", "paper")
-CHOICES = lm_configs.CHOICES
+CHOICES = {**lm_configs.CHOICES, "eval.batch_size": AtLeast(1), "eval.sample_tokens": AtLeast(0)}
 
 
 def get_config(variant=None):

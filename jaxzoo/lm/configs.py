@@ -6,12 +6,20 @@ import ml_collections
 
 from jaxzoo.core import attention
 from jaxzoo.lm.gpt import POSITIONS
+from jaxzoo.train.config import AtLeast
 
 # The enumerated keys and their allowed values (`jaxzoo.train.config.validate`).
 CHOICES = {
     "data.name": ("pystdlib", "tokens"),
     "model.position": POSITIONS,
     "model.attention_impl": attention.IMPLS,
+    "seq_len": AtLeast(1),
+    "data.max_train_bytes": AtLeast(0),
+    "model.num_layers": AtLeast(1),
+    "model.num_heads": AtLeast(1),
+    "model.d_model": AtLeast(1),
+    "optim.warmup_steps": AtLeast(0),
+    "eval.max_tokens": AtLeast(0),
 }
 
 

@@ -4,7 +4,7 @@ import ml_collections
 
 from jaxzoo.sr import data as sr_data
 from jaxzoo.sr.vgg import conv_names
-from jaxzoo.train.config import base_config
+from jaxzoo.train.config import AtLeast, base_config
 
 VARIANTS = ("cpu_psnr", "cpu_gan", "paper_psnr", "paper_gan")
 # The enumerated keys and their allowed values (`jaxzoo.train.config.validate`).
@@ -16,6 +16,10 @@ CHOICES = {
     "data.test_source": sr_data.SOURCES,
     "data.scale": (2, 3, 4, 8),
     "loss.percep_layer": conv_names("vgg19"),
+    "data.patch_size": AtLeast(1),
+    "data.max_train_images": AtLeast(0),
+    "eval.max_images": AtLeast(0),
+    "eval.num_pictures": AtLeast(0),
 }
 
 

@@ -80,30 +80,46 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-# Runtime keys (read by jaxzoo.train.loop) -> (the check, what is allowed).
-_RUNTIME_CHECKS = {
-    "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "total_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "batch_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "log_every": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "checkpoint_every": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "keep_checkpoints": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "ema_decay": (lambda v: v is None or (isinstance(v, float) and 0.0 < v < 1.0),
-                  "None or a float in (0, 1)"),
-}
+class AtLeast:
+    """A CHOICES entry allowing every int >= `low` (e.g. `"eval.batch_size": AtLeast(1)`)."""
+
+    def __init__(self, low: int):
+        self.low = low
+
+    def __contains__(self, value) -> bool:
+        return _is_int(value) and value >= self.low
+
+    def __str__(self) -> str:
+        return f"an int >= {self.low}"
 
 
-def validate(config: ml_collections.ConfigDict, choices: Mapping[str, Sequence] | None = None) -> None:
-    """Raises ConfigError for the first bad value: a runtime key outside its range, or a key of
-    `choices` (dotted key -> allowed values; for a tuple value, each element) not allowed."""
-    for key, (ok, allowed) in _RUNTIME_CHECKS.items():
-        if key in config and not ok(config[key]):
-            raise ConfigError(f"{key}={config[key]!r}; allowed: {allowed}")
-    for key, allowed in (choices or {}).items():
+class Decay:
+    """A CHOICES entry allowing None or a float in (0, 1) (an EMA decay)."""
+
+    def __contains__(self, value) -> bool:
+        return value is None or (isinstance(value, float) and 0.0 < value < 1.0)
+
+    def __str__(self) -> str:
+        return "None or a float in (0, 1)"
+
+
+# The runtime's keys (read by jaxzoo.train.loop), checked in every config that has them.
+RUNTIME_CHOICES = {"seed": AtLeast(0), "total_steps": AtLeast(1), "batch_size": AtLeast(1),
+                   "log_every": AtLeast(1), "checkpoint_every": AtLeast(1),
+                   "keep_checkpoints": AtLeast(1), "ema_decay": Decay()}
+
+
+def validate(config: ml_collections.ConfigDict, choices: Mapping[str, Any] | None = None) -> None:
+    """Raises ConfigError for the first key whose value is not allowed: the runtime keys'
+    `RUNTIME_CHOICES`, then `choices` (dotted key -> a tuple of allowed values, or `AtLeast(n)`;
+    for a tuple value, each element must be allowed)."""
+    present = {k: v for k, v in RUNTIME_CHOICES.items() if k in config}
+    for key, allowed in {**present, **(choices or {})}.items():
         value = _get(config, key)
         bad = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in allowed]
         if bad:
-            raise ConfigError(f"{key}={value!r}; allowed: {', '.join(map(repr, allowed))}")
+            shown = ", ".join(map(repr, allowed)) if isinstance(allowed, (tuple, list)) else allowed
+            raise ConfigError(f"{key}={value!r}; allowed: {shown}")
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -133,7 +149,7 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         if current is None:
             return text
         raise ConfigError(
-            f"--config.{key}={text!r}: expected a {type(current).__name__} like {current!r}"
+            f"--config.{key}={text!r}: expected {_a(type(current).__name__)} like {current!r}"
         ) from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -141,11 +157,15 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         value = tuple(value)
     if current is not None and not isinstance(value, type(current)):
         raise ConfigError(
-            f"--config.{key}={text!r}: expected a {type(current).__name__} like {current!r}"
+            f"--config.{key}={text!r}: expected {_a(type(current).__name__)} like {current!r}"
         )
     if isinstance(current, tuple) and current:
         value = _typed_elements(value, current, key, text)
     return value
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 def _typed_elements(value: tuple, current: tuple, key: str, text: str) -> tuple:
@@ -159,7 +179,7 @@ def _typed_elements(value: tuple, current: tuple, key: str, text: str) -> tuple:
         if kind is float and _is_int(v):
             v = float(v)
         if type(v) is not kind:
-            raise ConfigError(f"--config.{key}={text!r}: every element must be a {kind.__name__}, "
+            raise ConfigError(f"--config.{key}={text!r}: every element must be {_a(kind.__name__)}, "
                               f"like {current!r}; got {v!r}")
         out.append(v)
     return tuple(out)

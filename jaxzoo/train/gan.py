@@ -50,7 +50,8 @@ def gan_loss_fn(generate: Callable, discriminate: Callable, generator_loss: Call
       trains the generator only.
     discriminator_loss: `(real_logits, fake_logits) -> (L_D, terms)` with fake_logits computed
       on stop_gradient(fake), so L_D trains the discriminator only.
-    Returns `L_G + L_D` and every term plus `loss_g`, `loss_d` (see the module docstring).
+    Returns `L_G + L_D` and every term plus `loss_g`, `loss_d` and the mean real and fake logits
+    `d_real_logit`, `d_fake_logit` (how far apart the discriminator holds them).
     """
 
     def loss_fn(params, batch, key):
@@ -58,10 +59,12 @@ def gan_loss_fn(generate: Callable, discriminate: Callable, generator_loss: Call
         g, d = params["generator"], params["discriminator"]
         fake_x = generate(g, batch["lr"])
         real = discriminate(d, batch["hr"])
-        loss_d, d_terms = discriminator_loss(real, discriminate(d, jax.lax.stop_gradient(fake_x)))
+        fake_detached = discriminate(d, jax.lax.stop_gradient(fake_x))
+        loss_d, d_terms = discriminator_loss(real, fake_detached)
         fake = discriminate(jax.lax.stop_gradient(d), fake_x)
         loss_g, g_terms = generator_loss(fake_x, batch["hr"], jax.lax.stop_gradient(real), fake)
-        return loss_g + loss_d, {"loss_g": loss_g, "loss_d": loss_d, **g_terms, **d_terms}
+        logits = {"d_real_logit": jnp.mean(real), "d_fake_logit": jnp.mean(fake_detached)}
+        return loss_g + loss_d, {"loss_g": loss_g, "loss_d": loss_d, **g_terms, **d_terms, **logits}
 
     return loss_fn
 

@@ -184,10 +184,9 @@ def check_resumable(config, workdir) -> None:
     except json.JSONDecodeError as e:
         raise WorkdirError(f"{path} is not valid JSON ({e}); move the workdir aside") from None
     ours = _flat(json.loads(config_lib.to_json(config)))
-    missing = object()
-    diff = [f"{k}={saved.get(k, missing)!r} (now {ours.get(k, missing)!r})".replace(repr(missing), "absent")
-            for k in sorted(set(saved) | set(ours))
-            if saved.get(k, missing) != ours.get(k, missing)
+    show = lambda d, k: repr(d[k]) if k in d else "absent"  # noqa: E731
+    diff = [f"{k}={show(saved, k)} (now {show(ours, k)})" for k in sorted(set(saved) | set(ours))
+            if (k in saved, saved.get(k)) != (k in ours, ours.get(k))
             and k not in RESUMABLE and not k.startswith(RESUMABLE_PREFIXES)]
     if diff:
         raise WorkdirError(

@@ -32,7 +32,7 @@ def test_overrides_are_parsed_to_the_existing_type(monkeypatch):
     assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
     assert c.total_steps == 7 and c.model.hidden == (3, 4) and c.fsdp is True
     assert c.data.name == "mnist"
-    with pytest.raises(config_lib.ConfigError, match="expected a int"):
+    with pytest.raises(config_lib.ConfigError, match="expected an int"):
         config_lib.parse_launcher_args([f"--config={VAE}:cpu", "--workdir=/x", "--config.total_steps=abc"])
     with pytest.raises(config_lib.ConfigError, match="boolean"):
         config_lib.parse_launcher_args([f"--config={VAE}:cpu", "--workdir=/x", "--config.fsdp=maybe"])
