@@ -14,7 +14,7 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FAMILIES = ("nerf", "diffusion", "sr", "lm", "vae")
+FAMILIES = ("nerf", "diffusion", "sr", "lm", "vae", "clip")
 # The jaxzoo packages each shared layer may import (besides itself).
 SHARED_LAYERS = {
     "core": {"errors"},
@@ -25,7 +25,7 @@ SHARED_LAYERS = {
 }
 # Family modules documented as pure jax.numpy: they may import only core and each other.
 PURE_MODULES = ("nerf/render.py", "diffusion/gaussian.py", "diffusion/samplers.py", "sr/ops.py",
-                "sr/losses.py", "vae/elbo.py")
+                "sr/losses.py", "vae/elbo.py", "clip/losses.py")
 # What pure code must not import: frameworks with state or I/O, and file-format libraries.
 IMPURE_LIBRARIES = {"flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "PIL",
                     "ml_collections", "tqdm", "tensorboardX", "os", "io", "pathlib", "json",

@@ -69,6 +69,20 @@ def sinusoidal_positions(positions, dim: int, base: float = 10000.0, layout: str
     return jnp.stack([sin, cos], axis=-1).reshape(angle.shape[:-1] + (dim,))
 
 
+def sincos_2d_positions(height: int, width: int, dim: int, temperature: float = 10000.0):
+    """Fixed 2-D sin-cos positions of a height x width patch grid, [height * width, dim] float32
+    (row-major, as patches are flattened): the first dim/2 features encode the column x, the last
+    dim/2 the row y, each as [sin(p w_i), cos(p w_i)] with w_i = temperature^(-i / (dim/4 - 1)),
+    i < dim/4 (MoCo v3, Chen et al. 2021, 2104.02057; big_vision's posemb_sincos_2d)."""
+    if dim % 4 or dim < 8:
+        raise ValueError(f"dim={dim} must be a multiple of 4 and >= 8")
+    y, x = np.mgrid[:height, :width]
+    omega = 1.0 / temperature ** (np.arange(dim // 4) / (dim // 4 - 1))
+    px, py = x.reshape(-1, 1) * omega, y.reshape(-1, 1) * omega
+    table = np.concatenate([np.sin(px), np.cos(px), np.sin(py), np.cos(py)], axis=1)
+    return jnp.asarray(table, jnp.float32)
+
+
 def multiplicative_positions(x, p):
     """Multiplicative absolute encoding x_k * p_k (element-wise) instead of x_k + p_k.
 

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxzoo.core import attention as attn, decoding, positional as pos_lib, rope as rope_lib
+from jaxzoo.nn.transformer import Block, residual_std
 
 __all__ = ["GPT", "GPTConfig", "Generation", "POSITIONS", "generate", "init_cache", "lm_loss",
            "num_parameters"]
@@ -146,67 +147,31 @@ def lm_loss(logits, targets, weights=None):
 _init = nn.initializers.normal(0.02)
 
 
-class Attention(nn.Module):
-    config: GPTConfig
+def _position_hooks(c: GPTConfig, positions, total_len: int):
+    """The (rotate, attend) hooks of `jaxzoo.nn.transformer.Attention` for c's positional
+    scheme: RoPE with its scalings on q and k, logn on q, ReRoPE's two-pass attention."""
+    if c.position != "rope":
+        return None, None
+    inv_freq, scale = rope_lib.rope_frequencies(c.head_dim, c.rope_base, c.scaling_dict,
+                                                seq_len=total_len)
 
-    @nn.compact
-    def __call__(self, x, positions, bias, cache, total_len, deterministic):
-        c = self.config
-        b, t, _ = x.shape
-        dense = lambda n, name, std=0.02: nn.Dense(n, dtype=c.dtype, kernel_init=nn.initializers.normal(std),
-                                                  name=name)
-        q = dense(c.num_heads * c.head_dim, "query")(x).reshape(b, t, c.num_heads, c.head_dim)
-        k = dense(c.kv_heads * c.head_dim, "key")(x).reshape(b, t, c.kv_heads, c.head_dim)
-        v = dense(c.kv_heads * c.head_dim, "value")(x).reshape(b, t, c.kv_heads, c.head_dim)
-        if c.position == "rope":
-            inv_freq, scale = rope_lib.rope_frequencies(c.head_dim, c.rope_base, c.scaling_dict,
-                                                        seq_len=total_len)
-            if scale != 1.0:  # YaRN: scale q and k, so the logits scale by its square
-                q, k = q * scale, k * scale
-            if c.logn_train_len:  # Su (2021): query m sees m + 1 keys
-                q = q * rope_lib.logn_scale(positions + 1, c.logn_train_len)[..., None, None].astype(q.dtype)
-            if c.rerope_window:
-                if cache is not None:
-                    raise ValueError("ReRoPE (rerope_window > 0) supports full forward passes only, "
-                                     "not KV-cache decoding")
-                groups = c.num_heads // c.kv_heads
-                k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-                out = rope_lib.rerope_attention(q, k, v, inv_freq, c.rerope_window, causal=True,
-                                                interleaved=c.rope_interleaved)
-                return self._out(out, b, t, deterministic), cache
-            q = rope_lib.apply_rope(q, positions, inv_freq, c.rope_interleaved)
-            k = rope_lib.apply_rope(k, positions, inv_freq, c.rope_interleaved)
-        if cache is None:
-            out = attn.dot_product_attention(q, k, v, bias, causal=True, impl=c.attention_impl,
-                                             block_size=c.block_size)
-        else:
-            cache = attn.update_kv_cache(cache, k, v)
-            out = attn.cached_attention(q, cache, bias, causal=True, impl=c.attention_impl,
-                                        block_size=c.block_size)
-        return self._out(out, b, t, deterministic), cache
+    def rotate(q, k):
+        if scale != 1.0:  # YaRN: scale q and k, so the logits scale by its square
+            q, k = q * scale, k * scale
+        if c.logn_train_len:  # Su (2021): query m sees m + 1 keys
+            q = q * rope_lib.logn_scale(positions + 1, c.logn_train_len)[..., None, None].astype(q.dtype)
+        if c.rerope_window:  # ReRoPE rotates inside its own attention
+            return q, k
+        return (rope_lib.apply_rope(q, positions, inv_freq, c.rope_interleaved),
+                rope_lib.apply_rope(k, positions, inv_freq, c.rope_interleaved))
 
-    def _out(self, out, b, t, deterministic):
-        c = self.config
-        out = nn.Dense(c.d_model, dtype=c.dtype, name="out",
-                       kernel_init=nn.initializers.normal(0.02 / math.sqrt(2 * c.num_layers)))(
-            out.reshape(b, t, c.d_model))
-        return nn.Dropout(c.dropout)(out, deterministic=deterministic)
+    def rerope(q, k, v):
+        groups = c.num_heads // c.kv_heads
+        k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+        return rope_lib.rerope_attention(q, k, v, inv_freq, c.rerope_window, causal=True,
+                                         interleaved=c.rope_interleaved)
 
-
-class Block(nn.Module):
-    config: GPTConfig
-
-    @nn.compact
-    def __call__(self, x, positions, bias, cache, total_len, deterministic):
-        c = self.config
-        h = nn.LayerNorm(dtype=c.dtype, name="ln_1")(x)
-        a, cache = Attention(c, name="attn")(h, positions, bias, cache, total_len, deterministic)
-        x = x + a
-        h = nn.LayerNorm(dtype=c.dtype, name="ln_2")(x)
-        h = nn.gelu(nn.Dense(c.ff_dim, dtype=c.dtype, kernel_init=_init, name="fc")(h))
-        h = nn.Dense(c.d_model, dtype=c.dtype, name="proj",
-                     kernel_init=nn.initializers.normal(0.02 / math.sqrt(2 * c.num_layers)))(h)
-        return x + nn.Dropout(c.dropout)(h, deterministic=deterministic), cache
+    return rotate, (rerope if c.rerope_window else None)
 
 
 class GPT(nn.Module):
@@ -227,7 +192,10 @@ class GPT(nn.Module):
         if c.position == "t5":
             self.t5_table = self.param("t5_bias", nn.initializers.zeros,
                                        (c.t5_num_buckets, c.num_heads))
-        self.blocks = [Block(c, name=f"h_{i}") for i in range(c.num_layers)]
+        self.blocks = [Block(num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, ff_dim=c.ff_dim,
+                             activation="gelu", out_std=residual_std(c.num_layers),
+                             dropout=c.dropout, impl=c.attention_impl, block_size=c.block_size,
+                             dtype=c.dtype, name=f"h_{i}") for i in range(c.num_layers)]
         self.ln_f = nn.LayerNorm(dtype=c.dtype, name="ln_f")
         self.drop = nn.Dropout(c.dropout)
 
@@ -260,10 +228,15 @@ class GPT(nn.Module):
                                                           c.t5_max_distance)
             bias = jnp.moveaxis(self.t5_table[buckets], -1, 0)  # [heads, T, K]
         x = self.drop(x, deterministic=deterministic)
+        if c.rerope_window and cache is not None:
+            raise ValueError("ReRoPE (rerope_window > 0) supports full forward passes only, not "
+                             "KV-cache decoding")
+        rotate, attend = _position_hooks(c, positions, total_len)
         new_cache = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, positions, bias, None if cache is None else cache[i],
-                                   total_len, deterministic)
+            x, layer_cache = block(x, bias=bias, causal=True, rotate=rotate, attend=attend,
+                                   cache=None if cache is None else cache[i],
+                                   deterministic=deterministic)
             new_cache.append(layer_cache)
         h = self.ln_f(x)
         return h if cache is None else (h, new_cache)

@@ -5,56 +5,20 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import numpy as np
-from flax import traverse_util
 
+from jaxzoo.io.state_dict import convert, param_shapes, torch_leaf, torch_state_dict
 from jaxzoo.io.torch_pickle import load_state_dict_pth
 from jaxzoo.sr.rrdb import RRDBNet
 from jaxzoo.sr.vgg import VGGFeatures, conv_names, torchvision_feature_indices
 
-# ----------------------------------------------------------------------------- mapping
-
-
-def _to_torch(leaf: str, a):
-    return np.transpose(a, (3, 2, 0, 1)) if leaf == "kernel" and a.ndim == 4 else a
-
-
-def _from_torch(leaf: str, a):
-    return np.transpose(a, (2, 3, 1, 0)) if leaf == "kernel" and a.ndim == 4 else a
-
-
 def _flax_to_torch_name(path: tuple) -> str:
-    return ".".join(path[:-1]) + (".weight" if path[-1] == "kernel" else ".bias")
-
-
-def _import(state_dict, shapes: dict[tuple, tuple], key_of: Callable[[tuple], str],
-            ignore: Callable[[str], bool] = lambda k: False, keep=lambda path: True):
-    """Strictly convert: every expected key present with the right shape, nothing extra."""
-    expected = {key_of(p): p for p in shapes}
-    missing = [k for k in expected if k not in state_dict]
-    extra = [k for k in state_dict if k not in expected and not ignore(k)]
-    misshaped = []
-    for k, p in expected.items():
-        if k in state_dict:
-            want = _to_torch(p[-1], np.empty(shapes[p], np.uint8)).shape
-            if tuple(np.shape(state_dict[k])) != want:
-                misshaped.append(f"{k}: file {tuple(np.shape(state_dict[k]))} vs model {want}")
-    if missing or extra or misshaped:
-        raise ValueError("state dict does not match the model:\n"
-                         f"  missing keys ({len(missing)}): {missing}\n"
-                         f"  unexpected keys ({len(extra)}): {extra}\n"
-                         f"  shape mismatches ({len(misshaped)}): {misshaped}")
-    flat = {p: _from_torch(p[-1], np.asarray(state_dict[k]))
-            for k, p in expected.items() if keep(p)}
-    return {"params": traverse_util.unflatten_dict(flat)}
+    return ".".join(path[:-1]) + "." + torch_leaf(path[-1])
 
 
 def _param_shapes(model, sample_shape) -> dict[tuple, tuple]:
-    variables = jax.eval_shape(model.init, jax.random.key(0), np.zeros(sample_shape, np.float32))
-    return {p: v.shape for p, v in traverse_util.flatten_dict(variables["params"]).items()}
+    return param_shapes(jax.eval_shape(model.init, jax.random.key(0), np.zeros(sample_shape, np.float32)))
 
 
 # RRDBNet: the original ESRGAN release and BasicSR (Real-ESRGAN) name the same tensors differently.
@@ -90,20 +54,19 @@ def detect_rrdbnet_layout(state_dict) -> str:
 def rrdbnet_params_from_state_dict(state_dict, model: RRDBNet, layout: str = "auto"):
     """Flax variables {"params": ...} for `model` from a PyTorch RRDBNet state dict in either
     published layout (detected unless `layout` is given). Missing, unexpected and mis-shaped
-    keys are all listed in one ValueError."""
+    keys are all listed in one DataError (a ValueError)."""
     layout = detect_rrdbnet_layout(state_dict) if layout == "auto" else layout
     if layout not in RRDB_LAYOUTS:
         raise ValueError(f"layout={layout!r}; allowed: 'auto', {RRDB_LAYOUTS}")
     shapes = _param_shapes(model, (1, 16, 16, model.in_channels))
-    return _import(state_dict, shapes, lambda p: _rrdb_key(p, layout))
+    return convert(state_dict, shapes, lambda p: _rrdb_key(p, layout))
 
 
 def rrdbnet_state_dict_from_params(variables, layout: str = "basicsr") -> dict[str, np.ndarray]:
     """The inverse: a PyTorch-layout state dict (OIHW weights) from RRDBNet Flax variables."""
     if layout not in RRDB_LAYOUTS:
         raise ValueError(f"layout={layout!r}; allowed: {RRDB_LAYOUTS}")
-    flat = traverse_util.flatten_dict(variables["params"])
-    return {_rrdb_key(p, layout): _to_torch(p[-1], np.asarray(v)) for p, v in flat.items()}
+    return torch_state_dict(variables, lambda p: _rrdb_key(p, layout))
 
 
 # VGG: torchvision `features.N.{weight,bias}` (classifier.* ignored) or MINCNet `convBI.*`.
@@ -128,7 +91,7 @@ def vgg_params_from_state_dict(state_dict, model: VGGFeatures, layout: str = "au
     shapes = _param_shapes(full, (1, 32, 32, 3))
     wanted = set(conv_names(model.arch)[: conv_names(model.arch).index(model.layer) + 1])
     indices = torchvision_feature_indices(model.arch)
-    return _import(state_dict, shapes, lambda p: _vgg_key(p, layout, indices),
+    return convert(state_dict, shapes, lambda p: _vgg_key(p, layout, indices),
                    ignore=lambda k: layout == "torchvision" and k.startswith("classifier."),
                    keep=lambda p: p[0] in wanted)
 
@@ -138,8 +101,7 @@ def vgg_state_dict_from_params(variables, arch: str, layout: str = "torchvision"
     if layout not in VGG_LAYOUTS:
         raise ValueError(f"layout={layout!r}; allowed: {VGG_LAYOUTS}")
     indices = torchvision_feature_indices(arch)
-    flat = traverse_util.flatten_dict(variables["params"])
-    return {_vgg_key(p, layout, indices): _to_torch(p[-1], np.asarray(v)) for p, v in flat.items()}
+    return torch_state_dict(variables, lambda p: _vgg_key(p, layout, indices))
 
 
 def load_rrdbnet_pth(path, model: RRDBNet, layout: str = "auto"):
