@@ -39,15 +39,68 @@ def test_nucleus_boundaries():
         decoding.top_p_filter(logits, 0.0)
 
 
+def _np_top_k(logits, k):
+    """Brute-force top-k: keep every entry >= the k-th largest value of its row (ties kept)."""
+    logits = np.asarray(logits)
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits.copy()
+    kth = np.sort(logits, axis=-1)[..., -k][..., None]
+    return np.where(logits >= kth, logits, -np.inf)
+
+
+def _np_top_p(logits, p):
+    """Brute-force nucleus: for each row, walk the tokens by descending probability (float64) and
+    keep token i while the mass of the tokens before it is < p."""
+    logits = np.asarray(logits)
+    out = np.full_like(logits, -np.inf)
+    probs = _probs(logits.astype(np.float64))
+    for row in np.ndindex(logits.shape[:-1]):
+        before = 0.0
+        for i in sorted(range(logits.shape[-1]), key=lambda j: -probs[row][j]):
+            if before < p:
+                out[row + (i,)] = logits[row + (i,)]
+            before += probs[row][i]
+    return out
+
+
 def test_top_k_keeps_k_largest():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(8, 20)).astype(np.float32)
-    out = np.asarray(decoding.top_k_filter(jnp.asarray(logits), 5))
-    for row in range(8):
-        assert set(np.flatnonzero(np.isfinite(out[row]))) == set(np.argsort(-logits[row])[:5])
-    np.testing.assert_array_equal(out[np.isfinite(out)], logits[np.isfinite(out)])
-    assert decoding.top_k_filter(jnp.asarray(logits), 0) is not None
-    np.testing.assert_array_equal(decoding.top_k_filter(jnp.asarray(logits), 20), logits)
+    for k in (1, 2, 5, 19):
+        out = np.asarray(decoding.top_k_filter(jnp.asarray(logits), k))
+        # values, not only the mask: kept logits unchanged, the rest exactly -inf
+        np.testing.assert_array_equal(out, _np_top_k(logits, k))
+        assert (np.isfinite(out).sum(-1) == k).all()
+    # documented "k <= 0 or k >= V keeps everything": the logits come back unchanged, value for value
+    for k in (0, -3, 20, 25):
+        out = np.asarray(decoding.top_k_filter(jnp.asarray(logits), k))
+        np.testing.assert_array_equal(out, logits)
+    # a leading batch axis of rank > 1 works row by row
+    logits3 = rng.normal(size=(2, 3, 7)).astype(np.float32)
+    np.testing.assert_array_equal(decoding.top_k_filter(jnp.asarray(logits3), 3), _np_top_k(logits3, 3))
+
+
+def test_top_k_keeps_ties_at_the_kth_value():
+    logits = np.asarray([[3.0, 1.0, 2.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]], np.float32)
+    out = np.asarray(decoding.top_k_filter(jnp.asarray(logits), 2))
+    ninf = -np.inf
+    np.testing.assert_array_equal(out, [[3.0, ninf, 2.0, 2.0, ninf], [1.0] * 5])
+    np.testing.assert_array_equal(out, _np_top_k(logits, 2))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.9])
+def test_top_p_values_match_numpy_reference(p):
+    rng = np.random.default_rng(2)
+    logits = (rng.normal(size=(2, 5, 12)) * 1.5).astype(np.float32)
+    out = np.asarray(decoding.top_p_filter(jnp.asarray(logits), p))
+    np.testing.assert_array_equal(out, _np_top_p(logits, p))
+
+
+def test_top_k_then_top_p_composes_like_numpy():
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(size=(6, 16)) * 2).astype(np.float32)
+    out = np.asarray(decoding.top_p_filter(decoding.top_k_filter(jnp.asarray(logits), 6), 0.8))
+    np.testing.assert_array_equal(out, _np_top_p(_np_top_k(logits, 6), 0.8))
 
 
 def test_samples_only_from_the_nucleus_and_match_renormalised_probs():

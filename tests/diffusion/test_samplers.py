@@ -225,6 +225,47 @@ def test_ddim_eta1_is_ddpm():
     assert float(jnp.max(jnp.abs(a - c))) > 1e-2  # the key matters
 
 
+@pytest.mark.parametrize("eta", [0.3, 0.7])
+def test_ddim_eta_step_matches_the_ddim_posterior(eta):
+    """Every DDIM step with 0 < eta < 1 against Song et al. 2021 (2010.02502), Eq. 12 and 16,
+    in VP form: x_{t-1} = sqrt(a') x0 + sqrt(1 - a' - s^2) eps + s z with
+    s = eta sqrt((1 - a') / (1 - a)) sqrt(1 - a / a'), where (x0, eps) are the network's
+    predictions at x_t. Given each recorded input x_t, the residual x_{t-1} - mean divided by s
+    must be standard normal noise, independent of the predictions: its mean, variance and
+    correlation with eps are checked to 5 standard errors over n = 4000 x 4 draws per step."""
+    sch = dif.make_schedule("linear")
+    T = sch.num_train_steps
+    mu, sd = np.asarray(MU), np.asarray(SD)
+
+    def eps_np(x, t):  # gaussian_eps_fn in NumPy, integer t
+        a, s = np.sqrt(abar[t])[:, None], np.sqrt(1 - abar[t])[:, None]
+        return (x - a * mu) * s / (a * a * sd**2 + s * s)
+
+    abar = np.exp(np.cumsum(np.log1p(-np.linspace(1e-4, 0.02, T))))  # DDPM's linear schedule
+    fn, calls = _recording(gaussian_eps_fn(sch))
+    n = 4000
+    x_T = jax.random.normal(jax.random.key(19), (n, 4))
+    smp.sample(fn, x_T, jax.random.key(20), sch, 4, method="ddim", eta=eta)
+    calls.sort(key=lambda c: -int(c[1][0]))
+    ts = [int(t[0]) for _, t in calls]
+    assert ts == [750, 500, 250, 0]  # "leading", 4 of 1000; the last step (to 0) has no noise
+    for i in range(len(ts) - 1):
+        x, t = calls[i][0].astype(np.float64), calls[i][1]
+        a, ap = abar[ts[i]], abar[ts[i + 1]]
+        eps = eps_np(x, t)
+        x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
+        s = eta * np.sqrt((1 - ap) / (1 - a)) * np.sqrt(1 - a / ap)
+        mean = np.sqrt(ap) * x0 + np.sqrt(1 - ap - s**2) * eps
+        z = ((calls[i + 1][0] - mean) / s).ravel()
+        m = z.size
+        # float32: the sampler's x carries ~1e-6 relative error; it must be far below s
+        assert 1e-6 * np.abs(calls[i + 1][0]).max() / s < 1e-2
+        assert abs(z.mean()) < 5 / np.sqrt(m), (ts[i], z.mean())
+        assert abs(z.var() - 1) < 5 * np.sqrt(2 / m), (ts[i], z.var())
+        corr = np.corrcoef(z, eps.ravel())[0, 1]
+        assert abs(corr) < 5 / np.sqrt(m), (ts[i], corr)
+
+
 @pytest.mark.parametrize("method", ["ddpm", "dpmpp_2m"])
 def test_gaussian_mixture_proportions(method):
     weights, means, sd, n = (0.3, 0.7), ((-2.0, 0.0), (2.0, 0.5)), (0.4, 0.4), 2000
@@ -260,15 +301,102 @@ def test_guidance_inside_sampler():
             smp.sample(mixed, x_T, None, sch, 10, method=method), rtol=1e-4, atol=1e-4)
 
 
-def test_thresholding_inside_sampler():
+def _np_static_threshold(x0):
+    return np.clip(x0, -1.0, 1.0)
+
+
+def _np_dynamic_threshold(x0, p=0.995):
+    """Imagen (Saharia et al. 2022, Sec. 2.3): s = max(1, quantile_p |x0|) per sample,
+    x0 <- clip(x0, -s, s) / s."""
+    q = np.quantile(np.abs(x0.reshape(len(x0), -1)), p, axis=-1)  # NumPy's linear quantile
+    s = np.maximum(q, 1.0).reshape((-1,) + (1,) * (x0.ndim - 1))
+    return np.clip(x0, -s, s) / s
+
+
+def _recording(fn):
+    """Wraps a network so that every call's (x, t) is appended to a list, in call order."""
+    calls = []
+
+    def wrapped(x, t):
+        jax.debug.callback(lambda x, t: calls.append((np.asarray(x), np.asarray(t))), x, t)
+        return fn(x, t)
+
+    return wrapped, calls
+
+
+def _threshold_fake(T):
+    """An x0-predicting network raw(x, t) = M + 0.05 (t / T) x whose per-sample ranges cover
+    the thresholding cases: sample 0 mostly out of [-1, 1], sample 1 inside, sample 2 one
+    outlier at 5 (the quantile interpolates towards it), sample 3 one value just above 1 with the
+    0.995-quantile below 1 (so dynamic thresholding's s = max(1, q) = 1 is static clipping)."""
+    rng = np.random.default_rng(17)
+    m = np.stack([rng.normal(0.0, 2.0, (8, 8)), rng.uniform(-0.5, 0.5, (8, 8)),
+                  rng.uniform(-0.8, 0.8, (8, 8)), rng.uniform(-0.2, 0.2, (8, 8))])
+    m[2, 3, 4], m[3, 5, 1] = 5.0, 1.15
+
+    def raw_np(x, t):
+        return m + 0.05 * (t.astype(np.float64) / T)[:, None, None] * x
+
+    def raw_jax(x, t):
+        return jnp.asarray(m, x.dtype) + 0.05 * (t.astype(x.dtype) / T)[:, None, None] * x
+
+    return raw_np, raw_jax
+
+
+@pytest.mark.parametrize("threshold", ["static", "dynamic"])
+def test_thresholded_x0_at_every_sampler_step(threshold):
+    """DDIM (eta 0) with an x0-predicting fake network, in float64: from the network input x_i
+    the sampler recorded at every step, the next input must be the DDIM update (Song et al. 2021,
+    Eq. 12, eta = 0) built from the *thresholded* prediction, thresholded by an independent NumPy
+    implementation, x_{i+1} = sqrt(a') x0 + sqrt(1 - a') (x_i - sqrt(a) x0) / sqrt(1 - a); the
+    final sample is the thresholded prediction at the last step."""
+    thr = {"static": _np_static_threshold, "dynamic": _np_dynamic_threshold}[threshold]
+    with jax.enable_x64(True):
+        sch = dif.make_schedule("linear")
+        T = sch.num_train_steps
+        raw_np, raw_jax = _threshold_fake(T)
+        fn, calls = _recording(raw_jax)
+        x_T = jax.random.normal(jax.random.key(13), (4, 8, 8), jnp.float64)
+        out = np.asarray(smp.sample(fn, x_T, None, sch, 6, method="ddim", prediction="x0",
+                                    timestep_spacing="trailing", threshold=threshold))
+    abar = np.exp(np.cumsum(np.log1p(-np.linspace(1e-4, 0.02, T))))  # DDPM's linear schedule
+    calls.sort(key=lambda c: -int(c[1][0]))
+    ts = [int(t[0]) for _, t in calls]
+    assert ts == [999, 832, 666, 499, 332, 166]  # "trailing", 6 of 1000
+    np.testing.assert_allclose(calls[0][0], np.asarray(x_T), rtol=1e-12, atol=1e-12)
+    covered = set()
+    for i, (x, t) in enumerate(calls):
+        raw = raw_np(x, t)
+        x0 = thr(raw)
+        q = np.quantile(np.abs(raw.reshape(4, -1)), 0.995, axis=-1)
+        big = np.abs(raw.reshape(4, -1)).max(-1) > 1
+        covered |= {("q>1",) * bool(any(q > 1)), ("q<1<max",) * bool(any((q < 1) & big))}
+        if i + 1 < len(calls):
+            a, ap = abar[ts[i]], abar[ts[i + 1]]
+            eps = (x - np.sqrt(a) * x0) / np.sqrt(1 - a)
+            expected = np.sqrt(ap) * x0 + np.sqrt(1 - ap) * eps
+            np.testing.assert_allclose(calls[i + 1][0], expected, rtol=1e-11, atol=1e-11)
+        else:
+            np.testing.assert_allclose(out, x0, rtol=1e-12, atol=1e-12)
+            # thresholding did change the prediction, differently from the other kind
+            other = _np_dynamic_threshold if threshold == "static" else _np_static_threshold
+            assert np.abs(x0 - raw).max() > 0.5 and np.abs(x0 - other(raw)).max() > 0.1
+    assert covered >= {("q>1",), ("q<1<max",)}, covered
+
+
+def test_thresholding_applies_to_every_methods_final_prediction():
+    """All methods return D(z) at the last grid point: the thresholded x0 prediction there."""
     sch = dif.make_schedule("linear")
-    fn = gaussian_eps_fn(sch, mu=(3.0, -3.0, 0.0, 2.0), sd=(0.5, 0.5, 0.5, 0.5))
-    x_T = jax.random.normal(jax.random.key(13), (8, 4))
-    plain = smp.sample(fn, x_T, None, sch, 10, method="dpmpp_2m")
-    assert float(jnp.max(jnp.abs(plain))) > 2.0
-    for thr in ("static", "dynamic"):
-        x = smp.sample(fn, x_T, None, sch, 10, method="dpmpp_2m", threshold=thr)
-        assert float(jnp.max(jnp.abs(x))) <= 1.0, thr
+    raw_np, raw_jax = _threshold_fake(sch.num_train_steps)
+    x_T = jax.random.normal(jax.random.key(18), (4, 8, 8))
+    for method in ("dpmpp_2m", "heun"):
+        fn, calls = _recording(raw_jax)
+        out = smp.sample(fn, x_T, None, sch, 5, method=method, prediction="x0",
+                         threshold="dynamic")
+        x_last, t_last = min(calls, key=lambda c: int(c[1][0]))
+        assert int(t_last[0]) == 0  # "leading": the last grid timestep is 0
+        expected = _np_dynamic_threshold(raw_np(x_last.astype(np.float64), t_last))
+        np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- compilation, API

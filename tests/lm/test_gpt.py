@@ -191,3 +191,129 @@ def test_gpt1_task_transforms_and_features():
         np.testing.assert_allclose(feats[i], h[0, -1], atol=1e-5)
     with pytest.raises(ValueError, match="does not fit"):
         tasks.pad_sequences(seqs, length=4)
+
+
+# ----------------------------------------------------------------------------- YaRN and logn scaling
+
+
+def _record_attention_inputs(monkeypatch):
+    """Replaces the attention module that GPT's blocks (jaxzoo.nn.transformer) call by a proxy
+    recording the rotated q and k of every call, in layer order: {"q": [...], "k": [...]} (the
+    real module is untouched; monkeypatch restores it after the test). Run the model un-jitted to
+    read them."""
+    from types import SimpleNamespace
+
+    from jaxzoo.nn import transformer
+
+    real = transformer.attn
+    seen = {"q": [], "k": []}
+
+    def dot_product_attention(q, k, v, *args, **kw):
+        seen["q"].append(np.asarray(q))
+        seen["k"].append(np.asarray(k))
+        return real.dot_product_attention(q, k, v, *args, **kw)
+
+    def update_kv_cache(cache, k_new, v_new):
+        seen["k"].append(np.asarray(k_new))
+        return real.update_kv_cache(cache, k_new, v_new)
+
+    def cached_attention(q, cache, *args, **kw):
+        seen["q"].append(np.asarray(q))
+        return real.cached_attention(q, cache, *args, **kw)
+
+    proxy = SimpleNamespace(**{**vars(real), "dot_product_attention": dot_product_attention,
+                               "update_kv_cache": update_kv_cache,
+                               "cached_attention": cached_attention})
+    monkeypatch.setattr(transformer, "attn", proxy)
+    return seen
+
+
+def _np_layer0_qk(params, tokens, inv_freq):
+    """Layer 0's rotated q and k in NumPy: LayerNorm (eps 1e-6) of the token embeddings, the
+    query / key projections, and rotate-half RoPE (pair i = features (i, i + d/2)) by angle
+    m * inv_freq[i] at position m. Returns q, k [B, T, heads, head_dim]."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
+    x = p["wte"]["embedding"][np.asarray(tokens)]
+    ln = p["h_0"]["ln_1"]
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    x = x * ln["scale"] + ln["bias"]
+    b, t = tokens.shape
+    angle = np.arange(t)[:, None] * np.asarray(inv_freq, np.float64)[None]  # [T, d/2]
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+
+    def rotated(name):
+        y = x @ p["h_0"]["attn"][name]["kernel"] + p["h_0"]["attn"][name]["bias"]
+        y = y.reshape(b, t, -1, 2 * len(inv_freq))
+        y1, y2 = np.split(y, 2, axis=-1)
+        return np.concatenate([y1 * cos - y2 * sin, y2 * cos + y1 * sin], -1)
+
+    return rotated("query"), rotated("key")
+
+
+def test_yarn_scales_q_and_k_each_by_its_attention_factor(monkeypatch):
+    """YaRN (Peng et al. 2023, 2309.00071, Eq. 22): sqrt(1/t) = 0.1 ln s + 1 multiplies both q
+    and k (so the logits scale by its square); the frequencies are the NTK-by-parts table."""
+    s, big_l, base = 4.0, 8, 10000.0
+    yarn = {"rope_type": "yarn", "factor": s, "original_max_position_embeddings": big_l}
+    config, params = _model(position="rope", rope_scaling=yarn)
+    x = _tokens(2, 12, seed=6)
+    seen = _record_attention_inputs(monkeypatch)
+    GPT(config).apply(params, x)
+    q_yarn, k_yarn = seen["q"][0], seen["k"][0]  # layer 0: same input in both models
+    seen["q"].clear(), seen["k"].clear()
+    GPT(config.replace(rope_scaling={**yarn, "attention_factor": 1.0})).apply(params, x)
+    q_one, k_one = seen["q"][0], seen["k"][0]
+    factor = 0.1 * np.log(s) + 1.0
+    np.testing.assert_allclose(q_yarn, factor * q_one, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(k_yarn, factor * k_one, rtol=1e-5, atol=1e-7)
+    logits = np.einsum("bqhd,bkhd->bhqk", q_yarn, k_yarn)
+    np.testing.assert_allclose(logits, factor**2 * np.einsum("bqhd,bkhd->bhqk", q_one, k_one),
+                               rtol=1e-5, atol=1e-7)
+    # The unscaled q and k against a NumPy forward with YaRN's frequencies (Sec. 3.2, NTK-by-parts):
+    # pair i keeps theta_i below the index where L holds beta_fast = 32 turns (floored), is divided
+    # by s above the one where it holds beta_slow = 1 turn (ceiled), linear ramp in between.
+    d = config.head_dim
+    theta = base ** (-np.arange(0, d, 2) / d)
+    turns_index = lambda turns: d * np.log(big_l / (2 * np.pi * turns)) / (2 * np.log(base))
+    low, high = max(np.floor(turns_index(32.0)), 0), min(np.ceil(turns_index(1.0)), d - 1)
+    ramp = np.clip((np.arange(d // 2) - low) / (high - low), 0, 1)
+    inv_freq = theta * (1 - ramp) + theta / s * ramp
+    assert 0 < ramp.sum() < d // 2  # both kinds of pair occur at this size
+    q_np, k_np = _np_layer0_qk(params, x, inv_freq)
+    np.testing.assert_allclose(q_one, q_np, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(k_one, k_np, rtol=1e-5, atol=1e-6)
+
+
+def test_logn_scales_query_m_by_log_of_keys_seen(monkeypatch):
+    """logn (GPTConfig.logn_train_len = L): query m is multiplied by max(1, log(m + 1) / log(L)),
+    keys are unchanged; positions are absolute, also when decoding with a KV cache."""
+    train_len = 4
+    config, params = _model(position="rope")
+    x = _tokens(2, 12, seed=7)
+    f = lambda m: np.maximum(1.0, np.log(np.asarray(m) + 1.0) / np.log(train_len))
+    assert f(2) == 1.0 and f(11) > 1.7  # positions on both sides of the training length
+    seen = _record_attention_inputs(monkeypatch)
+    results = {}
+    for name, cfg in (("plain", config), ("logn", config.replace(logn_train_len=train_len))):
+        seen["q"].clear(), seen["k"].clear()
+        GPT(cfg).apply(params, x)
+        full = seen["q"][0], seen["k"][0]
+        seen["q"].clear(), seen["k"].clear()
+        cache = gpt.init_cache(cfg, 2, 12)
+        _, cache = GPT(cfg).apply(params, x[:, :5], cache=cache)  # prefill positions 0..4
+        GPT(cfg).apply(params, x[:, 5:9], cache=cache)  # then positions 5..8
+        n = cfg.num_layers
+        results[name] = full, (seen["q"][n], seen["k"][n])  # layer 0 of the second call
+    (q_plain, k_plain), (qc_plain, kc_plain) = results["plain"]
+    (q_logn, k_logn), (qc_logn, kc_logn) = results["logn"]
+    np.testing.assert_allclose(q_logn, f(np.arange(12))[None, :, None, None] * q_plain,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(k_logn, k_plain, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(qc_logn, f(np.arange(5, 9))[None, :, None, None] * qc_plain,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(kc_logn, kc_plain, rtol=1e-6, atol=1e-8)
+    # and the recorded plain q, k are layer 0's, rotated with the default table
+    d = config.head_dim
+    q_np, k_np = _np_layer0_qk(params, x, 10000.0 ** (-np.arange(0, d, 2) / d))
+    np.testing.assert_allclose(q_plain, q_np, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(k_plain, k_np, rtol=1e-5, atol=1e-6)

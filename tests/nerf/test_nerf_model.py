@@ -1,3 +1,4 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +73,95 @@ def test_training_gradients_are_finite():
     grads = jax.grad(loss)(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     assert any(np.any(g != 0) for g in jax.tree.leaves(grads["params"]["coarse"]))
+
+
+def _apply_recording_depths(model, params, o, d, *args):
+    """model.apply, also returning the sample depths z each NeRFMLP ("coarse", "fine") was
+    evaluated at, recovered from its input points o + z d (d has unit length)."""
+    depths = {}
+
+    def record(next_fun, args_, kwargs, context):
+        if isinstance(context.module, NeRFMLP) and context.method_name == "__call__":
+            points = np.asarray(args_[0], np.float64)
+            depths[context.module.name] = np.einsum("rsc,rc->rs", points - np.asarray(o)[:, None],
+                                                    np.asarray(d, np.float64))
+        return next_fun(*args_, **kwargs)
+
+    with nn.intercept_methods(record):
+        out = model.apply(params, o, d, *args)
+    return out, depths
+
+
+def _split_coarse(z_all, z_coarse, tol=1e-5):
+    """Removes one depth matching each coarse sample from the fine pass's depths: returns the
+    new (fine) samples, in ascending order."""
+    is_coarse = np.zeros(len(z_all), bool)
+    for zc in z_coarse:
+        is_coarse[np.flatnonzero((np.abs(z_all - zc) < tol) & ~is_coarse)[0]] = True
+    return z_all[~is_coarse]
+
+
+def _np_inverse_cdf(u, bins, weights, eps=1e-5):
+    """NeRF Eq. 5 hierarchical sampling for one ray in float64, written from the definition
+    (nerf_pl's +1e-5 on the weights): the piecewise-linear inverse of the CDF of the PDF
+    (w_i + eps) / sum_j (w_j + eps) on [bins_i, bins_{i+1}]. Returns (samples, float32 error
+    bound: the ~1e-6 absolute error of a float32 CDF, divided by the CDF step of the bin and
+    scaled by its width; none at u = 0, where the sample is bins_0 exactly)."""
+    w = weights + eps
+    cdf = np.concatenate([[0.0], np.cumsum(w / w.sum())])
+    i = np.clip(np.searchsorted(cdf, u, side="right") - 1, 0, len(w) - 1)
+    step = cdf[i + 1] - cdf[i]
+    width = bins[i + 1] - bins[i]
+    err = np.where(u > 0, 4e-6 / step * width, 0.0)
+    return bins[i] + (u - cdf[i]) / step * width, err
+
+
+def test_fine_samples_are_the_inverse_cdf_of_the_coarse_weights():
+    model = NeRF(**TINY)
+    n, near, far = 5, 2.0, 6.0
+    nc, nf = TINY["num_coarse"], TINY["num_fine"]
+    o, d = _rays(n)
+    params = model.init(jax.random.key(0), o, d, near, far)
+    out, z = _apply_recording_depths(model, params, o, d, near, far)  # eval: deterministic
+    w = np.asarray(out["coarse"].weights, np.float64)
+    assert w[:, -1].min() > 0.3 and w[:, 1:-1].max() > 0.1  # dropping the end weights matters
+    z_coarse = np.linspace(near, far, nc)
+    np.testing.assert_allclose(z["coarse"], np.tile(z_coarse, (n, 1)), atol=1e-5)
+    bins = 0.5 * (z_coarse[1:] + z_coarse[:-1])
+    assert z["fine"].shape == (n, nc + nf)
+    for r in range(n):
+        assert np.all(np.diff(z["fine"][r]) >= 0)
+        new = _split_coarse(z["fine"][r], z_coarse)
+        # Seed (nerf_pl): bins are the coarse midpoints, weights drop the two end samples, and
+        # deterministic u = linspace(0, 1, num_fine) (increasing u gives increasing samples).
+        expected, err = _np_inverse_cdf(np.linspace(0, 1, nf), bins, w[r, 1:-1])
+        assert err.max() < 1e-3
+        assert np.all(np.abs(new - expected) <= 1e-5 + err), (r, new, expected)
+
+    # Training path: random stratified coarse samples and random u. The fine pass evaluates the
+    # coarse samples plus num_fine new ones, sorted; the new ones lie between the outer
+    # midpoints (so inside [near, far]), and every one not at an end of that range falls in a
+    # bin whose coarse weight is not (numerically) zero.
+    out, z = _apply_recording_depths(model, params, o, d, near, far, jax.random.key(3))
+    w = np.asarray(out["coarse"].weights, np.float64)
+    checked_empty_bins = 0
+    for r in range(n):
+        zc, za = z["coarse"][r], z["fine"][r]
+        assert np.all(np.diff(za) >= 0)
+        assert np.all((zc >= near - 1e-5) & (zc <= far + 1e-5))
+        new = _split_coarse(za, zc)
+        assert len(new) == nf
+        mids = 0.5 * (zc[1:] + zc[:-1])
+        assert np.all((new >= mids[0] - 1e-5) & (new <= mids[-1] + 1e-5))
+        inner = new[(new > mids[0] + 1e-5) & (new < mids[-1] - 1e-5)]
+        bin_of = np.searchsorted(mids, inner) - 1
+        assert np.all(w[r, 1:-1][bin_of] > 1e-3), (r, inner, w[r])
+        checked_empty_bins += int((w[r, 1:-1] < 1e-3).sum())
+        # Map the new samples back through the coarse CDF: u must be in [0, 1] and random, not
+        # the evaluation grid linspace(0, 1, num_fine).
+        wp = w[r, 1:-1] + 1e-5
+        cdf = np.concatenate([[0.0], np.cumsum(wp / wp.sum())])
+        u = np.interp(new, mids, cdf)
+        assert np.all((u >= -1e-5) & (u <= 1 + 1e-5))
+        assert np.abs(np.sort(u) - np.linspace(0, 1, nf)).max() > 0.02
+    assert checked_empty_bins > 0  # some coarse bins really are empty, so the check bites

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as flax_nn
 from flax import traverse_util
 
 from jaxzoo.io import torch_pickle as tp
@@ -56,6 +57,72 @@ def test_rrdbnet_round_trip_through_pth(tmp_path, layout, legacy):
     x = jnp.asarray(RNG.random((1, 5, 4, 3)), jnp.float32)
     apply = jax.jit(TINY.apply)
     np.testing.assert_array_equal(apply(imported, x), apply(variables, x))
+
+
+def _hand_rrdb_state_dict(num_blocks, nf, gc, layout, rng):
+    """A PyTorch RRDBNet state dict written out by hand: OIHW conv weights, [O] biases, and the
+    key names of the original ESRGAN release or of BasicSR."""
+    esrgan = layout == "esrgan"
+    convs = [("conv_first", 3, nf)]
+    for i in range(num_blocks):
+        for k in (1, 2, 3):
+            block = f"RRDB_trunk.{i}.RDB{k}" if esrgan else f"body.{i}.rdb{k}"
+            convs += [(f"{block}.conv{j}", nf + (j - 1) * gc, gc if j < 5 else nf)
+                      for j in range(1, 6)]
+    top = ("trunk_conv", "upconv1", "upconv2", "HRconv") if esrgan else (
+        "conv_body", "conv_up1", "conv_up2", "conv_hr")
+    convs += [(name, nf, nf) for name in top] + [("conv_last", nf, 3)]
+    sd = {}
+    for name, cin, cout in convs:
+        sd[f"{name}.weight"] = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32)
+        sd[f"{name}.bias"] = rng.standard_normal(cout).astype(np.float32)
+    return sd
+
+
+def _np_torch_conv2d(x_nchw, weight_oihw, bias):
+    """torch.nn.Conv2d(kernel_size=3, padding=1) in float64 NumPy: cross-correlation (no kernel
+    flip) with zero padding, out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] xpad[n, c, y+i, x+j]."""
+    x = np.asarray(x_nchw, np.float64)
+    w = np.asarray(weight_oihw, np.float64)
+    n, c, h, wd = x.shape
+    xp = np.zeros((n, c, h + 2, wd + 2))
+    xp[:, :, 1:-1, 1:-1] = x
+    out = np.zeros((n, w.shape[0], h, wd))
+    for i in range(3):
+        for j in range(3):
+            out += np.einsum("nchw,oc->nohw", xp[:, :, i:i + h, j:j + wd], w[:, :, i, j])
+    return out + np.asarray(bias, np.float64)[None, :, None, None]
+
+
+@pytest.mark.parametrize("layout", si.RRDB_LAYOUTS)
+def test_imported_oihw_convs_compute_torch_conv2d(layout):
+    rng = np.random.default_rng(4)
+    sd = _hand_rrdb_state_dict(2, 8, 4, layout, rng)
+    imported = si.rrdbnet_params_from_state_dict(sd, TINY)["params"]
+    esrgan = layout == "esrgan"
+    # torch key -> Flax module path (RRDBNet's submodule names), written out independently
+    cases = {"conv_first": ("conv_first",),
+             ("RRDB_trunk.1.RDB2.conv3" if esrgan else "body.1.rdb2.conv3"): ("body_1", "rdb2", "conv3"),
+             ("HRconv" if esrgan else "conv_hr"): ("conv_hr",),
+             "conv_last": ("conv_last",)}
+    for key, path in cases.items():
+        weight, bias = sd[f"{key}.weight"], sd[f"{key}.bias"]
+        cout, cin = weight.shape[:2]
+        x = rng.standard_normal((2, cin, 5, 7))  # NCHW, non-square so H / W mix-ups show
+        params = imported
+        for name in path:
+            params = params[name]
+        conv = flax_nn.Conv(cout, (3, 3), padding=((1, 1), (1, 1)))
+        got = conv.apply({"params": params}, jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32))
+        want = _np_torch_conv2d(x, weight, bias).transpose(0, 2, 3, 1)
+        # float32 accumulation: a few ulps of the sum of |terms| of each output
+        tol = 8 * np.finfo(np.float32).eps * _np_torch_conv2d(np.abs(x), np.abs(weight),
+                                                              np.abs(bias)).transpose(0, 2, 3, 1)
+        err = np.abs(np.asarray(got, np.float64) - want)
+        assert np.all(err <= tol), (key, err.max(), tol.min())
+    # the kernels are not symmetric, so a transposed or flipped import could not pass
+    w = sd["conv_first.weight"]
+    assert np.abs(w - w[:, :, ::-1, ::-1]).max() > 1 and np.abs(w - w.transpose(0, 1, 3, 2)).max() > 1
 
 
 def test_rrdbnet_import_lists_every_problem():
