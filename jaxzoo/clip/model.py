@@ -5,11 +5,12 @@ features are linearly projected into one embedding space and L2-normalised.
   encode_image(images [B, H, W, C]) -> unit image embeddings [B, E]
   encode_text(tokens int [N, T])    -> unit text embeddings [N, E]
   __call__(tokens, images) -> {"logits_per_image" [B, N], "logits_per_text" [N, B],
-      "image_embeds", "text_embeds", "logit_scale" (t = exp(log_scale)), "logit_bias"}
-logits = t * cos(image, text) + b (Fig. 3's `np.dot(I_e, T_e.T) * np.exp(t)`; b = 0 for the
-softmax loss, SigLIP's learnable bias for the sigmoid loss). The temperature is stored as
-log t, initialised to log(1/0.07) for the softmax loss (CLIP Sec. 2.5) and log(10) with
-b = -10 for the sigmoid loss (Zhai et al. 2023, arXiv 2303.15343, Sec. 3.2 / Eq. 1).
+      "image_embeds", "text_embeds", "logit_scale" (t), "logit_bias" (b)}
+logits = t * cos(image, text) + b (Fig. 3's `np.dot(I_e, T_e.T) * np.exp(t)`, t clipped at
+`max_scale` = 100 as in Sec. 2.5; b = 0 for the softmax loss, SigLIP's learnable bias for the
+sigmoid loss). The temperature is stored as log t, initialised to log(1/0.07) for the softmax
+loss (CLIP Sec. 2.5) and log(10) with b = -10 for the sigmoid loss (Zhai et al. 2023, arXiv
+2303.15343, Sec. 3.2 / Eq. 1).
 Parameter names match `jaxzoo.clip.hf`'s mapping of Hugging Face `CLIPModel` checkpoints.
 """
 
@@ -35,6 +36,7 @@ class CLIP(nn.Module):
     text: TextTransformer
     embed_dim: int = 512
     loss: str = "softmax"  # softmax (CLIP) | sigmoid (SigLIP): sets the temperature's init and the bias
+    max_scale: float = 100.0  # CLIP clips t at 100 (Sec. 2.5)
 
     def setup(self):
         if self.loss not in LOSSES:
@@ -55,9 +57,10 @@ class CLIP(nn.Module):
         return l2_normalize(self.text_projection(pooled))
 
     def scale_and_bias(self):
-        """(t = exp(log t), b): what multiplies the cosines and what is added (0 for softmax)."""
+        """(t = min(exp(log t), max_scale), b): what multiplies the cosines and what is added
+        (0 for softmax). Past the clip t gets no gradient, as when CLIP clips the parameter."""
         bias = self.logit_bias if self.loss == "sigmoid" else jnp.zeros(())
-        return jnp.exp(self.logit_scale), bias
+        return jnp.minimum(jnp.exp(self.logit_scale), self.max_scale), bias
 
     def __call__(self, tokens, images, deterministic: bool = True):
         image_embeds = self.encode_image(images, deterministic)
