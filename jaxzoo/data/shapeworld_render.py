@@ -1,220 +1,285 @@
-"""ShapeWorld scenes in NumPy: sampling, antialiased rendering, boxes, captions and questions.
+"""ShapeWorld's scenes: sampled in the unit square, rasterised with NumPy, drawn as pictures.
 
-A scene is a list of `Obj`s on a textured grey background. Coordinates are pixels of an S x S
-image (x right, y down; pixel (x, y) covers [x, x + 1) x [y, y + 1)). An object is a shape of
-radius r (the circumradius of its outline, relative size "small" or "large") centred at (cx, cy),
-turned by `angle` radians. Rendering averages an n x n grid of sub-pixel samples per pixel
-(coverage alpha in [0, 1]); objects are painted in list order, later ones on top. An object's box
-is [x0, y0, x1, y1] in pixels, x0/y0 inclusive and x1/y1 exclusive: the tightest box around every
-pixel it covers at all (alpha > 0) when rendered alone, so occlusion never shrinks it.
-Everything is a pure function of the scene (and the generator passed in), hence deterministic.
+Conventions (fixed here; `jaxzoo.data.shapeworld` builds the dataset on them):
+  * A scene lives in normalised coordinates (x, y) in [0, 1]^2, x to the right and y DOWN (image
+    row order), so the same scene renders at any image size S. In pixels (normalised * S), pixel
+    (column i, row j) covers [i, i + 1) x [j, j + 1); its centre is (i + 0.5, j + 0.5).
+  * An object is one of `SHAPES` of circumradius `radius` (every point of it lies within
+    `radius` of its centre), turned by `rotation` degrees (clockwise on screen), filled with one
+    `COLOUR_RGB` colour times a brightness in [0.85, 1]. Objects lie wholly inside the image and
+    never overlap: their circumscribed discs are at least `GAP` apart, so each is fully visible.
+  * Antialiasing: a pixel's coverage `alpha` in [0, 1] is the fraction of its `supersample`^2
+    evenly spaced sub-pixel samples inside the shape; the colour is blended over the background
+    with it.
+  * A box is [x0, y0, x1, y1] in pixels, x0 / y0 inclusive and x1 / y1 exclusive (width = x1 -
+    x0): the tightest integer box around every pixel the object touches (alpha > 0).
+  * Relations use the dominant axis of the centres' offset, only when it dominates clearly
+    (`relation`); y grows downwards, so "above" means a smaller y.
+Everything is a pure function of its arguments (randomness comes from the generator passed in).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import pathlib
+from typing import Optional, Sequence
 
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
-PLURALS = {"cross": "crosses"}
-COLOURS = {"red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 90, 220),
-           "yellow": (240, 200, 20), "purple": (148, 60, 189), "cyan": (23, 190, 207)}
-COLOUR_NAMES = tuple(COLOURS)
+COLOUR_RGB = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 90, 235),
+           "yellow": (240, 215, 30), "purple": (160, 70, 210), "orange": (250, 140, 25)}
 SIZES = ("small", "large")
 RELATIONS = ("above", "below", "left of", "right of")
-NUMBERS = ("zero", "one", "two", "three", "four")
-# Shape-colour pairs never drawn in train / validation / test: every shape and every colour
-# keeps four seen partners, and the compositional split draws only these pairs.
-HELD_OUT_PAIRS = (("circle", "yellow"), ("square", "purple"), ("triangle", "blue"),
-                  ("star", "green"), ("cross", "red"), ("hexagon", "cyan"))
-SEEN_PAIRS = tuple((s, c) for s in SHAPES for c in COLOUR_NAMES if (s, c) not in HELD_OUT_PAIRS)
 MAX_OBJECTS = 4
-SIZE_RADIUS = {"small": 0.12, "large": 0.19}  # times the image side
+NUM_OBJECTS_PROBS = (0.35, 0.25, 0.2, 0.2)  # P(1..4 objects): about a third hold one object
+REPEAT_PROB = 0.25  # an object copies an earlier object's shape and colour ("two red stars")
+RADIUS_RANGE = {"small": (0.12, 0.14), "large": (0.18, 0.21)}  # circumradius / image side
+GAP = 0.03  # minimum distance between circumscribed discs, / image side
+RELATION_RATIO = 1.5  # the dominant axis must be this many times the other one
 SUPERSAMPLE = 4
 
 
 @dataclasses.dataclass(frozen=True)
-class Obj:
-    shape: str
-    colour: str
-    size: str
-    cx: float
-    cy: float
-    r: float
-    angle: float
+class SceneObject:
+    """One object; ids index SHAPES, COLOUR_RGB and SIZES; x, y, radius are normalised."""
+    shape: int
+    colour: int
+    size: int
+    x: float
+    y: float
+    radius: float
+    rotation: float  # degrees, clockwise on screen; 0 for circles
+    brightness: float
 
 
-def _regular(n: int, inner: float = 0.0) -> np.ndarray:
-    """Vertices [k, 2] of a regular n-gon of circumradius 1 pointing up (a star with inner
-    radius `inner` alternates)."""
-    k = 2 * n if inner else n
-    t = -np.pi / 2 + 2 * np.pi * np.arange(k) / k
-    rad = np.where(np.arange(k) % 2 == 1, inner, 1.0) if inner else np.ones(k)
-    return np.stack([rad * np.cos(t), rad * np.sin(t)], 1)
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    objects: tuple[SceneObject, ...]
+    background_seed: int  # seeds the texture (`background`)
 
 
-_CROSS = np.array([[-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3], [0.3, 1],
-                   [-0.3, 1], [-0.3, 0.3], [-1, 0.3], [-1, -0.3], [-0.3, -0.3]]) / math.hypot(1, 0.3)
-_POLYGONS = {"square": _regular(4) @ np.array([[np.cos(np.pi / 4), -np.sin(np.pi / 4)],
-                                               [np.sin(np.pi / 4), np.cos(np.pi / 4)]]),
-             "triangle": _regular(3), "star": _regular(5, inner=0.45), "hexagon": _regular(6),
-             "cross": _CROSS}
+def _star_polygon(points: int, inner: float) -> np.ndarray:
+    angles = -90.0 + 180.0 / points * np.arange(2 * points)
+    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return radii[:, None] * np.stack([np.cos(np.radians(angles)), np.sin(np.radians(angles))], 1)
 
 
-def _inside_polygon(u, v, poly):
-    """Even-odd rule: are points (u, v) (any shape) inside the polygon [k, 2]?"""
-    inside = np.zeros(np.shape(u), bool)
-    for (x1, y1), (x2, y2) in zip(poly, np.roll(poly, -1, axis=0)):
-        crosses = (y1 > v) != (y2 > v)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_at = x1 + (v - y1) * (x2 - x1) / (y2 - y1)
-        inside ^= crosses & (u < x_at)
-    return inside
+def _regular_polygon(n: int, first_angle: float) -> np.ndarray:
+    angles = np.radians(first_angle + 360.0 / n * np.arange(n))
+    return np.stack([np.cos(angles), np.sin(angles)], 1)
 
 
-def inside(obj: Obj, x, y):
-    """Whether points (x, y) in pixel coordinates lie inside `obj` (boolean, shape of x)."""
-    c, s = math.cos(obj.angle), math.sin(obj.angle)
-    dx, dy = (np.asarray(x) - obj.cx) / obj.r, (np.asarray(y) - obj.cy) / obj.r
-    u, v = c * dx + s * dy, -s * dx + c * dy  # the object's own frame
-    if obj.shape == "circle":
+def _cross_polygon(half_width: float) -> np.ndarray:
+    a, b = half_width, math.sqrt(1.0 - half_width ** 2)  # arm corners on the unit circle
+    quarter = np.array([[a, -b], [a, -a], [b, -a]])
+    turns = [np.array([[1, 0], [0, 1]]), np.array([[0, -1], [1, 0]]),
+             np.array([[-1, 0], [0, -1]]), np.array([[0, 1], [-1, 0]])]
+    return np.concatenate([quarter @ t.T for t in turns])
+
+
+# Outlines of circumradius 1 (y down), each star-shaped around the origin (every ray from the
+# origin crosses the outline once), which `_inside_polygon` relies on.
+POLYGONS = {
+    "square": _regular_polygon(4, 45.0),
+    "triangle": _regular_polygon(3, -90.0),  # a vertex up
+    "star": _star_polygon(5, 0.5),
+    "cross": _cross_polygon(0.3),
+    "hexagon": _regular_polygon(6, 0.0),
+}
+
+
+def _edges(polygon: np.ndarray):
+    """(angles [k], starts [k, 2], directions [k, 2]) of the edges, sorted by the angle of
+    their first vertex, so edge i spans the directions from angles[i] to angles[i + 1]."""
+    angles = np.arctan2(polygon[:, 1], polygon[:, 0])
+    order = np.argsort(angles)
+    verts = polygon[order]
+    return angles[order], verts, np.roll(verts, -1, axis=0) - verts
+
+
+_EDGES = {shape: _edges(poly) for shape, poly in POLYGONS.items()}
+
+
+def _inside_polygon(u: np.ndarray, v: np.ndarray, shape: str) -> np.ndarray:
+    """Points (u, v) inside an outline star-shaped around the origin: the edge whose angular
+    span holds the point's direction decides, by the side of its line the point is on."""
+    angles, starts, directions = _EDGES[shape]
+    k = (np.searchsorted(angles, np.arctan2(v, u), side="right") - 1) % len(angles)
+    cross = directions[k, 0] * (v - starts[k, 1]) - directions[k, 1] * (u - starts[k, 0])
+    return cross >= 0  # angles increase counter-clockwise in (u, v): the origin is on the left
+
+
+def inside(obj: SceneObject, x: np.ndarray, y: np.ndarray, image_size: int) -> np.ndarray:
+    """Whether points (x, y), in pixels of an S = `image_size` image, lie inside `obj`
+    (x and y broadcast against each other)."""
+    radius = obj.radius * image_size
+    dx, dy = (x - obj.x * image_size) / radius, (y - obj.y * image_size) / radius
+    c, s = math.cos(math.radians(obj.rotation)), math.sin(math.radians(obj.rotation))
+    u, v = c * dx + s * dy, -s * dx + c * dy  # undo the clockwise turn
+    if SHAPES[obj.shape] == "circle":
         return u * u + v * v <= 1.0
-    return _inside_polygon(u, v, _POLYGONS[obj.shape])
+    return _inside_polygon(u, v, SHAPES[obj.shape])
 
 
-def coverage(obj: Obj, size: int, n: int = SUPERSAMPLE):
-    """(alpha [h, w] float32 in [0, 1], (y0, x0)): the object's pixel coverage in the window of
-    pixels its circumcircle can touch (clipped to the image), and that window's corner."""
-    x0, y0 = max(0, int(math.floor(obj.cx - obj.r))), max(0, int(math.floor(obj.cy - obj.r)))
-    x1, y1 = min(size, int(math.ceil(obj.cx + obj.r)) + 1), min(size, int(math.ceil(obj.cy + obj.r)) + 1)
-    sub = (np.arange(n) + 0.5) / n
-    xs = (np.arange(x0, x1)[:, None] + sub).reshape(-1)
-    ys = (np.arange(y0, y1)[:, None] + sub).reshape(-1)
-    hit = inside(obj, xs[None, :], ys[:, None])  # [(y1-y0) n, (x1-x0) n]
-    alpha = hit.reshape(y1 - y0, n, x1 - x0, n).mean((1, 3), dtype=np.float32)
-    return alpha, (y0, x0)
+def object_alpha(obj: SceneObject, image_size: int, supersample: int = SUPERSAMPLE):
+    """`(alpha, (x0, y0))`: coverage float32 [h, w] of the pixel window holding the object's
+    circumscribed disc, whose top-left pixel is (x0, y0)."""
+    cx, cy, r = obj.x * image_size, obj.y * image_size, obj.radius * image_size
+    x0, y0 = max(0, math.floor(cx - r)), max(0, math.floor(cy - r))
+    x1, y1 = min(image_size, math.ceil(cx + r)), min(image_size, math.ceil(cy + r))
+    offsets = (np.arange(supersample) + 0.5) / supersample
+    xs = (np.arange(x0, x1)[:, None] + offsets).reshape(-1)
+    ys = (np.arange(y0, y1)[:, None] + offsets).reshape(-1)
+    hit = inside(obj, xs[None, :], ys[:, None], image_size)
+    alpha = hit.reshape(y1 - y0, supersample, x1 - x0, supersample).mean((1, 3), dtype=np.float32)
+    return alpha, (x0, y0)
 
 
-def box(obj: Obj, size: int) -> np.ndarray:
-    """[x0, y0, x1, y1] float32: the tightest pixel box around every pixel the object covers."""
-    alpha, (y0, x0) = coverage(obj, size)
-    rows, cols = np.nonzero(alpha > 0)
-    return np.array([x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1],
-                    np.float32)
-
-
-def background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A textured grey background [S, S, 3] float32 in [0, 1]: faint stripes plus noise."""
-    y, x = np.mgrid[:size, :size] / size
-    phi, freq = rng.uniform(0, np.pi), rng.uniform(3, 8)
-    base = rng.uniform(0.72, 0.86)
-    grey = base + 0.05 * np.sin(2 * np.pi * freq * (x * np.cos(phi) + y * np.sin(phi)))
-    grey = grey + 0.02 * rng.standard_normal((size, size))
-    return np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-
-
-def render(objects, size: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [S, S, 3]: the background (drawn from `rng`) with the objects painted in order."""
-    img = background(size, rng)
-    for obj in objects:
-        alpha, (y0, x0) = coverage(obj, size)
-        h, w = alpha.shape
-        colour = np.asarray(COLOURS[obj.colour], np.float32) / 255.0
-        patch = img[y0:y0 + h, x0:x0 + w]
-        img[y0:y0 + h, x0:x0 + w] = patch * (1 - alpha[..., None]) + colour * alpha[..., None]
-    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-
-
-def sample_objects(size: int, rng: np.random.Generator, pairs) -> list[Obj]:
-    """1-4 objects (one with probability 1/3) with (shape, colour) from `pairs`, sometimes
-    repeating an earlier pair (for counts), placed inside the image without heavy overlap."""
-    count = 1 if rng.random() < 1 / 3 else int(rng.integers(2, MAX_OBJECTS + 1))
-    objects: list[Obj] = []
-    for _ in range(count):
-        if objects and rng.random() < 0.3:
-            prior = objects[int(rng.integers(len(objects)))]
-            shape, colour = prior.shape, prior.colour
-        else:
-            shape, colour = pairs[int(rng.integers(len(pairs)))]
-        kind = SIZES[int(rng.integers(2))]
-        r = SIZE_RADIUS[kind] * size
-        for _attempt in range(50):
-            cx, cy = rng.uniform(r + 0.5, size - r - 0.5, 2)
-            if all(math.hypot(cx - o.cx, cy - o.cy) > 0.85 * (r + o.r) for o in objects):
-                break
-        else:  # no room left: fewer objects
-            break
-        angle = 0.0 if shape == "circle" else float(rng.uniform(-0.35, 0.35))
-        objects.append(Obj(shape, colour, kind, float(cx), float(cy), float(r), angle))
-    return objects
-
-
-def relation(a: Obj, b: Obj) -> str:
-    """Where `a` is relative to `b`: along the axis where their centres differ most."""
-    dx, dy = a.cx - b.cx, a.cy - b.cy
-    if abs(dy) >= abs(dx):
-        return "above" if dy < 0 else "below"
-    return "left of" if dx < 0 else "right of"
-
-
-def _name(o: Obj, with_size: bool = False) -> str:
-    return f"{o.size} {o.colour} {o.shape}" if with_size else f"{o.colour} {o.shape}"
-
-
-def _plural(shape: str) -> str:
-    return PLURALS.get(shape, shape + "s")
-
-
-def captions(objects, rng: np.random.Generator, num: int = 5) -> list[str]:
-    """`num` true captions of the scene from varied templates: attributes, sizes, relations,
-    counts and lists."""
-    pool = []
-    for o in objects:
-        pool += [f"a {_name(o)}", f"a {_name(o, True)}", f"there is a {_name(o)}"]
-    groups = {}
-    for o in objects:
-        groups.setdefault((o.colour, o.shape), []).append(o)
-    for (colour, shape), members in groups.items():
-        if len(members) > 1:
-            pool.append(f"{NUMBERS[len(members)]} {colour} {_plural(shape)}")
-    pool.append(f"{NUMBERS[len(objects)]} shape" + ("s" if len(objects) > 1 else ""))
-    for a in objects:
-        for b in objects:
-            if a is not b and (a.colour, a.shape) != (b.colour, b.shape):
-                pool.append(f"a {_name(a, rng.random() < 0.5)} {relation(a, b)} a {_name(b)}")
-    if len(objects) > 1:
-        pool.append(" and ".join(f"a {_name(o)}" for o in objects))
-    first = f"a {_name(objects[0])}" if len(objects) == 1 else pool[-1]
-    rest = [pool[i] for i in rng.permutation(len(pool))]
-    out = [first] + [c for c in rest if c != first]
-    return (out * num)[:num]
-
-
-def questions(objects, rng: np.random.Generator, pairs, num: int = 4) -> list[tuple[str, str]]:
-    """`num` (question, answer) pairs about the scene: a question type drawn uniformly among
-    colour, shape, count, existence and relation (those that apply), then one question of that
-    type; answers are single words (a colour, a shape, a number, yes or no)."""
-    by_shape, by_colour = {}, {}
-    for o in objects:
-        by_shape.setdefault(o.shape, []).append(o)
-        by_colour.setdefault(o.colour, []).append(o)
-    kinds = {"colour": [(f"what colour is the {shape}?", m[0].colour)
-                        for shape, m in by_shape.items() if len(m) == 1],
-             "shape": [(f"what shape is the {colour} object?", m[0].shape)
-                       for colour, m in by_colour.items() if len(m) == 1],
-             "count": [(f"how many {_plural(shape)} are there?", NUMBERS[len(by_shape.get(shape, []))])
-                       for shape in SHAPES]}
-    present = {(o.shape, o.colour) for o in objects}
-    kinds["exist"] = [(f"is there a {c} {s}?", "yes" if (s, c) in present else "no") for s, c in pairs]
-    kinds["exist"] += [(f"is there a {o.colour} {o.shape}?", "yes") for o in objects] * len(pairs)
-    unique = [o for o in objects if len(by_shape[o.shape]) == 1]
-    kinds["relation"] = [(f"is the {a.shape} {asked} the {b.shape}?", "yes" if relation(a, b) == asked else "no")
-                         for a in unique for b in unique if a is not b for asked in RELATIONS]
-    names = [k for k, v in kinds.items() if v]
-    out = []
-    for _ in range(num):
-        items = kinds[names[int(rng.integers(len(names)))]]
-        out.append(items[int(rng.integers(len(items)))])
+def full_alpha(obj: SceneObject, image_size: int, supersample: int = SUPERSAMPLE) -> np.ndarray:
+    """The object rendered alone: coverage float32 [S, S] over the whole image."""
+    alpha, (x0, y0) = object_alpha(obj, image_size, supersample)
+    out = np.zeros((image_size, image_size), np.float32)
+    out[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]] = alpha
     return out
+
+
+def tight_box(alpha: np.ndarray, offset=(0, 0)) -> np.ndarray:
+    """float32 [4] [x0, y0, x1, y1] (exclusive ends) around the pixels with alpha > 0."""
+    rows, cols = np.nonzero(alpha > 0)
+    return np.array([cols.min() + offset[0], rows.min() + offset[1],
+                     cols.max() + 1 + offset[0], rows.max() + 1 + offset[1]], np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _bilinear(image_size: int) -> np.ndarray:
+    """[S, 5]: weights that interpolate a 5-point grid over [0, 1] at the S pixel centres."""
+    t = (np.arange(image_size) + 0.5) / image_size * 4
+    i = np.minimum(t.astype(int), 3)
+    weights = np.zeros((image_size, 5))
+    weights[np.arange(image_size), i] = 1 - (t - i)
+    weights[np.arange(image_size), i + 1] = t - i
+    return weights
+
+
+def background(seed: int, image_size: int) -> np.ndarray:
+    """A textured background float32 [S, S, 3] in [0, 1]: a muted base colour, smooth noise
+    (a random 5 x 5 grid, bilinear) and faint stripes, all in normalised coordinates, plus a
+    little per-pixel grain. Mid-grey and unsaturated, so every object colour stands out."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.25, 0.55) + rng.uniform(-0.04, 0.04, 3)
+    grid = rng.uniform(-1.0, 1.0, (5, 5))
+    noise_amp, stripe_amp = rng.uniform(0.02, 0.08), rng.uniform(0.0, 0.06)
+    freq, angle, phase = rng.uniform(3, 9), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+    weights = _bilinear(image_size)
+    noise = weights @ grid @ weights.T  # [S, S], rows are y
+    c = 2 * np.pi * freq * (np.arange(image_size) + 0.5) / image_size
+    a, b = c * np.cos(angle) + phase, c * np.sin(angle)  # sin(a_x + b_y), as outer products
+    stripes = np.outer(np.cos(b), np.sin(a)) + np.outer(np.sin(b), np.cos(a))
+    texture = (noise_amp * noise + stripe_amp * stripes + base.mean()).astype(np.float32)
+    grain = rng.random((image_size, image_size, 1), np.float32) * 0.03 - 0.015
+    return texture[..., None] + grain + (base - base.mean()).astype(np.float32)
+
+
+def render(scene: Scene, image_size: int, supersample: int = SUPERSAMPLE):
+    """`(image uint8 [S, S, 3], boxes float32 [num_objects, 4])`: the scene painted in object
+    order over its background, and each object's box (its pixels when rendered alone)."""
+    image = background(scene.background_seed, image_size)
+    boxes = np.zeros((len(scene.objects), 4), np.float32)
+    for k, obj in enumerate(scene.objects):
+        alpha, (x0, y0) = object_alpha(obj, image_size, supersample)
+        rgb = np.asarray(tuple(COLOUR_RGB.values())[obj.colour], np.float32)
+        colour = rgb / 255 * obj.brightness
+        a = alpha[..., None]
+        window = image[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
+        window[...] = window * (1 - a) + colour * a
+        boxes[k] = tight_box(alpha, (x0, y0))
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), boxes
+
+
+def sample_scene(rng: np.random.Generator, pairs: Sequence[tuple[int, int]],
+                 max_tries: int = 64) -> Scene:
+    """1-4 objects (probabilities `NUM_OBJECTS_PROBS`) whose (shape, colour) ids are drawn
+    uniformly from `pairs` (or, with probability `REPEAT_PROB`, copied from an earlier object,
+    so that counts above one are common), sizes uniformly, placed uniformly where they fit; an
+    object that does not fit after `max_tries` candidate positions restarts the scene."""
+    count = int(rng.choice(MAX_OBJECTS, p=NUM_OBJECTS_PROBS)) + 1
+    while True:
+        objects: list[SceneObject] = []
+        for _ in range(count):
+            if objects and rng.random() < REPEAT_PROB:
+                earlier = objects[int(rng.integers(len(objects)))]
+                shape, colour = earlier.shape, earlier.colour
+            else:
+                shape, colour = pairs[int(rng.integers(len(pairs)))]
+            size = int(rng.integers(len(SIZES)))
+            radius = float(rng.uniform(*RADIUS_RANGE[SIZES[size]]))
+            centres = rng.uniform(radius, 1.0 - radius, (max_tries, 2))
+            ok = np.ones(max_tries, bool)
+            for o in objects:
+                ok &= np.hypot(centres[:, 0] - o.x, centres[:, 1] - o.y) >= radius + o.radius + GAP
+            if not ok.any():
+                break
+            x, y = centres[int(np.argmax(ok))]
+            turned = SHAPES[shape] != "circle" and rng.random() < 0.5  # rotation is optional
+            rotation = float(rng.uniform(0.0, 360.0)) if turned else 0.0
+            objects.append(SceneObject(int(shape), int(colour), size, float(x), float(y), radius,
+                                       rotation, float(rng.uniform(0.85, 1.0))))
+        else:
+            return Scene(tuple(objects), int(rng.integers(2 ** 63)))
+
+
+def relation(a: SceneObject, b: SceneObject) -> Optional[str]:
+    """Where `a` is relative to `b` (one of RELATIONS), or None when neither axis of the centre
+    offset is `RELATION_RATIO` times the other (too diagonal to say)."""
+    dx, dy = a.x - b.x, a.y - b.y
+    if abs(dy) >= RELATION_RATIO * abs(dx):
+        return "above" if dy < 0 else "below"
+    if abs(dx) >= RELATION_RATIO * abs(dy):
+        return "left of" if dx < 0 else "right of"
+    return None
+
+
+# Picture layout, in pixels.
+PAD, FONT_SIZE, LINE_HEIGHT, CAPTION_LINES = 4, 10, 12, 3
+TEXT_HEIGHT = CAPTION_LINES * LINE_HEIGHT + 2
+
+
+def save_picture(path, images, boxes, num_boxes, captions, ncols: int = 4, scale: int = 4):
+    """A PNG grid: each image [S, S, 3] upscaled `scale` x (nearest), its boxes outlined in
+    white, its caption written under it on `CAPTION_LINES` lines. The picture is
+    (ncols * (S * scale + PAD) + PAD) x (nrows * (S * scale + TEXT_HEIGHT + PAD) + PAD)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n, side = len(images), images.shape[1] * scale
+    nrows = -(-n // ncols)
+    cell_w, cell_h = side + PAD, side + TEXT_HEIGHT + PAD
+    canvas = Image.new("RGB", (ncols * cell_w + PAD, nrows * cell_h + PAD), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=FONT_SIZE)
+    for i in range(n):
+        left, top = PAD + (i % ncols) * cell_w, PAD + (i // ncols) * cell_h
+        canvas.paste(Image.fromarray(images[i]).resize((side, side), Image.NEAREST), (left, top))
+        for x0, y0, x1, y1 in np.asarray(boxes[i][:num_boxes[i]]) * scale:
+            draw.rectangle([left + x0, top + y0, left + x1 - 1, top + y1 - 1], outline=(255,) * 3)
+        for j, line in enumerate(_wrap(captions[i], font, side)):
+            draw.text((left, top + side + 1 + j * LINE_HEIGHT), line, fill=(0, 0, 0), font=font)
+    path = pathlib.Path(path)
+    canvas.save(path)
+    return path
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to `width` pixels, at most CAPTION_LINES lines (the last may end '...')."""
+    lines, words = [], text.split()
+    while words and len(lines) < CAPTION_LINES:
+        k = 1
+        while k < len(words) and font.getlength(" ".join(words[:k + 1])) <= width:
+            k += 1
+        lines.append(" ".join(words[:k]))
+        words = words[k:]
+    if words:
+        lines[-1] += " ..."
+    return lines
