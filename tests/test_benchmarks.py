@@ -82,3 +82,16 @@ def test_diffusion_benchmark_quick(tmp_path):
     assert max(res["python_loop_agreement_max_abs"].values()) < 1e-9
     for m in res["overhead"].values():  # reported, never asserted on: only present and finite
         assert m["scan_us_per_step"] > 0 and m["python_loop_us_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_clip_benchmark_quick(tmp_path):
+    res = run_quick("clip", tmp_path)
+    assert res["matmul_gflops"] > 0
+    for loss in ("softmax", "sigmoid"):
+        step = res["step"][loss]
+        assert step["pairs_per_s"] > 0 and step["batch"] == 32
+        assert step["xla_gflop"] is None or 0 < step["peak_ratio"] < 2
+        timing = res["loss"][loss]
+        assert timing["gathered_ms"] > 0 and timing["local_ms"] > 0
+        assert timing["devices"] == 1  # the test's environment fixes one device

@@ -11,6 +11,18 @@ from conftest import REPO, launcher_env
 
 # Per notebook: replacement source for the cell tagged "parameters".
 SMOKE_PARAMETERS = {
+    "clip.ipynb": (
+        "from jaxzoo.data import shapeworld as _sw, tfds_utils as _tfds\n"
+        "import tempfile as _tempfile\n"
+        "DATA_DIR = _tempfile.mkdtemp()\n"
+        "_tfds.prepare(_sw.ShapeWorld, DATA_DIR, config='size_32', split_sizes={'train': 64, "
+        "'validation': 8, 'test': 48, 'test_compositional': 32})\n"
+        "TOTAL_STEPS = 3\n"
+        "OVERRIDES = {'batch_size': '16', 'log_every': '1', 'checkpoint_every': '3', "
+        "'optim.warmup_steps': '1', 'model.patch_size': '8', 'model.vision_width': '16', "
+        "'model.vision_depth': '1', 'model.vision_heads': '2', 'model.text_width': '16', "
+        "'model.text_depth': '1', 'model.text_heads': '2', 'model.embed_dim': '8', "
+        "'eval.num_retrieval': '20', 'eval.num_pictures': '4', 'eval.batch_size': '16'}\n"),
     "vae.ipynb": "TOTAL_STEPS = 30\nEVAL_SAMPLES = 10\n",
     "nerf.ipynb": (
         "TOTAL_STEPS = 4\n"

@@ -37,6 +37,7 @@ class CLIP(nn.Module):
     embed_dim: int = 512
     loss: str = "softmax"  # softmax (CLIP) | sigmoid (SigLIP): sets the temperature's init and the bias
     max_scale: float = 100.0  # CLIP clips t at 100 (Sec. 2.5)
+    bias_init: float = -10.0  # SigLIP's b at the start (Sec. 3.2; about -log(batch) suits a batch)
 
     def setup(self):
         if self.loss not in LOSSES:
@@ -44,7 +45,7 @@ class CLIP(nn.Module):
         init_scale = math.log(1 / 0.07) if self.loss == "softmax" else math.log(10.0)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(init_scale), ())
         if self.loss == "sigmoid":
-            self.logit_bias = self.param("logit_bias", nn.initializers.constant(-10.0), ())
+            self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.bias_init), ())
         self.visual_projection = nn.Dense(self.embed_dim, use_bias=False, name="visual_projection")
         self.text_projection = nn.Dense(self.embed_dim, use_bias=False, name="text_projection")
 

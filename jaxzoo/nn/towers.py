@@ -25,14 +25,15 @@ import jax.numpy as jnp
 from jaxzoo.core.positional import sincos_2d_positions
 from jaxzoo.nn.transformer import ACTIVATIONS, Attention, Block, padding_mask
 
-__all__ = ["TextTransformer", "ViT"]
+__all__ = ["MAPHead", "TEXT_POOLS", "TextTransformer", "VIT_POOLS", "ViT"]
 
-_POOLS = {"vit": ("cls", "mean", "map"), "text": ("eos", "first", "mean")}
+VIT_POOLS = ("cls", "mean", "map")
+TEXT_POOLS = ("eos", "first", "mean")
 
 
-def _check(kind: str, pool: str) -> None:
-    if pool not in _POOLS[kind]:
-        raise ValueError(f"pool={pool!r}; allowed: {_POOLS[kind]}")
+def _check(pool: str, allowed) -> None:
+    if pool not in allowed:
+        raise ValueError(f"pool={pool!r}; allowed: {allowed}")
 
 
 class _Encoder(nn.Module):
@@ -68,6 +69,7 @@ class ViT(nn.Module):
     position: str = "learned"  # learned | sincos2d
     pre_norm: bool = False  # a LayerNorm on the embeddings (CLIP)
     patch_bias: bool = True  # CLIP's patch embedding has none
+    stem: str = "patch"  # patch | conv (Xiao et al. 2021: stride-2 3x3 convolutions, then 1x1)
     activation: str = "gelu_exact"
     ln_eps: float = 1e-6
     dropout: float = 0.0
@@ -76,15 +78,20 @@ class ViT(nn.Module):
 
     @nn.compact
     def __call__(self, images, deterministic: bool = True):
-        _check("vit", self.pool)
+        _check(self.pool, VIT_POOLS)
         if self.position not in ("learned", "sincos2d"):
             raise ValueError(f"position={self.position!r}; allowed: ('learned', 'sincos2d')")
         b, h, w, _ = images.shape
         p = self.patch_size
         if h % p or w % p:
             raise ValueError(f"image size {h}x{w} is not a multiple of patch_size={p}")
-        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=self.patch_bias,
-                    dtype=self.dtype, name="patch_embed")(images.astype(self.dtype))
+        if self.stem == "patch":
+            x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", use_bias=self.patch_bias,
+                        dtype=self.dtype, name="patch_embed")(images.astype(self.dtype))
+        elif self.stem == "conv":
+            x = self._conv_stem(images.astype(self.dtype))
+        else:
+            raise ValueError(f"stem={self.stem!r}; allowed: ('patch', 'conv')")
         x = x.reshape(b, (h // p) * (w // p), self.width)
         if self.pool == "cls":
             cls = self.param("cls", nn.initializers.normal(0.02), (self.width,))
@@ -108,6 +115,20 @@ class ViT(nn.Module):
             return jnp.mean(x, axis=1), x
         return MAPHead(self.num_heads, self.mlp_dim, self.activation, self.ln_eps, self.dtype,
                        name="map_head")(x), x
+
+
+    def _conv_stem(self, x):
+        """Early convolutions (Xiao et al. 2021, arXiv 2106.14881): log2(P) stride-2 3x3 convs
+        with ReLU, widths doubling up to `width`, then a 1x1 conv: one token per P x P patch."""
+        p = self.patch_size
+        if p & (p - 1):
+            raise ValueError(f"stem='conv' needs a power-of-two patch_size, got {p}")
+        steps = p.bit_length() - 1
+        for i in range(steps):
+            features = max(self.width >> (steps - i), 8)
+            x = nn.relu(nn.Conv(features, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                                name=f"stem_{i}")(x))
+        return nn.Conv(self.width, (1, 1), dtype=self.dtype, name="patch_embed")(x)
 
 
 class MAPHead(nn.Module):
@@ -152,7 +173,7 @@ class TextTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, deterministic: bool = True):
-        _check("text", self.pool)
+        _check(self.pool, TEXT_POOLS)
         tokens = jnp.asarray(tokens)
         b, t = tokens.shape
         if t > self.max_len:
