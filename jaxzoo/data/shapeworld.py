@@ -65,7 +65,7 @@ DEFAULT_SPLIT_SIZES = {"train": 20_000, "validation": 2_000, "test": 2_000,
 IMAGE_SIZES = (32, 64)
 # Each shape and each colour is held out exactly once, so both stay seen with 5 partners.
 HELD_OUT_PAIRS = (("circle", "purple"), ("square", "orange"), ("triangle", "blue"),
-                  ("star", "green"), ("cross", "yellow"), ("hexagon", "red"))
+                  ("star", "green"), ("cross", "yellow"), ("diamond", "red"))
 SEEN_PAIRS = tuple((s, c) for s in SHAPES for c in COLOUR_NAMES if (s, c) not in HELD_OUT_PAIRS)
 NUMBERS = ("zero", "one", "two", "three", "four")
 OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
@@ -322,8 +322,9 @@ class ShapeWorld(tfds.core.GeneratorBasedBuilder):
     not record its `root`), so give such a build its own data directory: `load` then reads it.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "A diamond replaces the hexagon; rotations within 20 degrees."}
     BUILDER_CONFIGS = [ShapeWorldConfig(name=f"size_{s}", description=f"{s}x{s} images",
                                         image_size=s) for s in IMAGE_SIZES]
 
