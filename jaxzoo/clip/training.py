@@ -163,15 +163,10 @@ def run_config(config, loss: str) -> ml_collections.ConfigDict:
 
 
 def restore(workdir, loss: str = "softmax"):
-    """(model, variables, tokenizer, run config) of the CLIP trained in `workdir/<loss>`."""
-    import json
-
+    """(model, variables, tokenizer, run config) of the CLIP trained in `workdir/<loss>` (the
+    workdir of an experiments/clip.py run)."""
     run_dir = pathlib.Path(workdir) / loss
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise MissingFileError(f"{path} does not exist: {workdir} must be the workdir of an "
-                               "experiments/clip.py run")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = loop.read_run_config(run_dir)
     tok = tokenizer(config)
     model = make_model(config, loss, tok.get_vocab_size())
     _, state = loop.restore_state(config, run_dir, task(config, model))

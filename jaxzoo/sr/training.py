@@ -16,7 +16,6 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -175,15 +174,6 @@ def gan_task(config, generator_loss: Optional[Callable], discriminator_loss: Opt
                      tx=gan.gan_optimizer(adam(config), adam(config)), loader=loader)
 
 
-def read_config(workdir, what: str = "init_from") -> ml_collections.ConfigDict:
-    """The config a run wrote to `workdir/config.json` (`what` names the flag, for the error)."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.is_file():
-        raise MissingFileError(f"{what}={str(workdir)!r}: {path} does not exist; it must be the "
-                               "workdir of a finished run (its config.json and checkpoints/)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def check_model(config, run_config, workdir) -> None:
     """A ConfigError unless the run in `workdir` (`run_config`) has the model of `config`."""
     ours, theirs = config.model.to_dict(), run_config.model.to_dict()
@@ -198,7 +188,7 @@ def restore_trained_generator(workdir, *, stage: Optional[str] = None, config=No
     config.json gives the layout. `stage`, if given, must be the run's stage, and
     `config.model`, if given, its model; either mismatch is a ConfigError naming `what` (the
     flag that gave `workdir`)."""
-    run_config = read_config(workdir, what)
+    run_config = loop.read_run_config(workdir, what)
     run_stage = run_config.get("stage")
     if stage is not None and run_stage != stage:
         raise ConfigError(f"{what}={str(workdir)!r} holds a {run_stage!r}-stage run; it must be a "

@@ -30,6 +30,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 
@@ -171,6 +172,16 @@ def _flat(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def read_run_config(workdir, what: str = "workdir") -> ml_collections.ConfigDict:
+    """The config a run wrote to `workdir/config.json`; a MissingFileError names `what` (the
+    flag or setting that gave `workdir`) when there is none."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        raise MissingFileError(f"{what}={str(workdir)!r}: {path} does not exist; it must be the "
+                               "workdir of a finished run (its config.json and checkpoints/)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def check_resumable(config, workdir) -> None:
