@@ -128,13 +128,8 @@ _FREE_KEYS = ("encodings", "log_every", "checkpoint_every", "keep_checkpoints", 
 
 def check_same_study(config, workdir: pathlib.Path) -> None:
     """Records the cell-defining config in workdir/study.json, or checks it against the record."""
-    leaves = {}
-    for key in config_lib.flat_keys(config):
-        if key not in _FREE_KEYS:
-            node = config
-            for name in key.split("."):
-                node = node[name]
-            leaves[key] = node
+    leaves = {key: config_lib.get_key(config, key) for key in config_lib.flat_keys(config)
+              if key not in _FREE_KEYS}
     current = json.loads(json.dumps(leaves))  # tuples as lists, as read back
     path = workdir / "study.json"
     if not path.exists():

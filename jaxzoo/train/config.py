@@ -69,7 +69,8 @@ def load_config(spec: str, overrides: Mapping[str, str] | None = None) -> ml_col
     return config
 
 
-def _get(config, key: str):
+def get_key(config, key: str):
+    """The value of a dotted key, e.g. `get_key(config, "optim.lr")`."""
     node = config
     for name in key.split("."):
         node = node[name]
@@ -115,7 +116,7 @@ def validate(config: ml_collections.ConfigDict, choices: Mapping[str, Any] | Non
     for a tuple value, each element must be allowed)."""
     present = {k: v for k, v in RUNTIME_CHOICES.items() if k in config}
     for key, allowed in {**present, **(choices or {})}.items():
-        value = _get(config, key)
+        value = get_key(config, key)
         bad = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in allowed]
         if bad:
             shown = ", ".join(map(repr, allowed)) if isinstance(allowed, (tuple, list)) else allowed

@@ -55,9 +55,9 @@ def test_bad_command_lines_say_what_is_wrong(monkeypatch):
 
 def test_cpu_cores_become_devices_dividing_the_batch(monkeypatch):
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(cli.os, "environ", {})  # a private environment: nothing leaks to jax
     cli.use_cpu_cores_as_devices(100)  # 6 cores, 100 = 4 * 25: the largest divisor is 5
     assert cli.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=1")
+    cli.os.environ["XLA_FLAGS"] = "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=1"
     cli.use_cpu_cores_as_devices(512)  # the user's own count wins
     assert cli.os.environ["XLA_FLAGS"].endswith("device_count=1")
