@@ -11,7 +11,10 @@ the compositional split, whose pairs were never trained on), `<loss>_image_to_te
 and `<loss>_text_to_image_r@{1,5,10}` (the first `eval.num_retrieval` test images and their first
 captions), and the learned temperature; plus similarity_<loss>.png (cosine similarities of
 `eval.num_pictures` test pairs: images across, captions down) and zero_shot_<loss>.png
-(compositional test images with the predicted class, green if right).
+(compositional test images with the predicted class, green if right). On ShapeWorld, the model of
+`adapt.loss` is then adapted, frozen, to `adapt.task` three ways (`jaxzoo.clip.adapt`, Bahng et
+al. 2022): `adapt_{fine_tune,linear_probe,visual_prompt}_{accuracy,params}` (test accuracy and
+trained parameters) beside the label-mapped `adapt_zero_shot_accuracy`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from __future__ import annotations
 import pathlib
 
 import jax
+import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxzoo.clip import evaluation, training
+from jaxzoo.clip import adapt, evaluation, training
 from jaxzoo.data import shapeworld
 from jaxzoo.errors import ConfigError
 from jaxzoo.train import cli, loop, mesh as mesh_lib, metrics as metrics_lib
@@ -53,6 +57,8 @@ def evaluate(config, model, params, tok, workdir: pathlib.Path, loss: str) -> di
     out = {f"{loss}_temperature": float(np.exp(params["params"]["logit_scale"]))}
     if d.name == "shapeworld":
         out.update(zero_shot(config, model, params, tok, workdir, loss))
+        if loss == config.adapt.loss:
+            out.update(adaptation(config, model, params, tok))
     images, tokens, captions = retrieval_pairs(config, tok)
     image_embeds = evaluation.image_embeddings(model, params, training.to_model_range(images), e.batch_size)
     text_embeds = evaluation.text_embeddings(model, params, tokens, e.batch_size)
@@ -84,6 +90,19 @@ def zero_shot(config, model, params, tok, workdir: pathlib.Path, loss: str) -> d
             save_zero_shot_picture(workdir / f"zero_shot_{loss}.png", images[:e.num_pictures],
                                    predicted[:e.num_pictures], labels[:e.num_pictures])
     return out
+
+
+def adaptation(config, model, params, tok) -> dict:
+    """The frozen-CLIP adaptation study (`jaxzoo.clip.adapt.study`, Bahng et al. 2022) on
+    `adapt.task`, downstream class k read through the zero-shot text embedding of ShapeWorld's
+    k-th class name (label mapping: the text tower knows no other words)."""
+    tokenize = lambda texts: shapeworld.encode(tok, texts, config.data.max_len)[0]  # noqa: E731
+    classes = evaluation.zero_shot_classifier(model, params, tokenize, shapeworld.class_names())
+    study = config.adapt.to_dict()
+    del study["loss"]
+    study.update(image_size=config.data.image_size, data_dir=config.data.data_dir,
+                 seed=config.seed)
+    return adapt.study(model, params, classes, ml_collections.ConfigDict(study))
 
 
 def save_similarity_picture(path, images, captions, similarity) -> None:
@@ -138,7 +157,7 @@ def train_and_evaluate(config, workdir, hooks=()):
     metrics, step = {}, 0
     for loss in config.losses:
         run = training.run_config(config, loss)
-        model = training.make_model(run, loss, tok.get_vocab_size())
+        model = training.make_model(run, loss, **training.text_spec(tok))
         task = training.task(run, model, training.training_loader(run, pairs))
         result = loop.train(run, workdir / loss, task, hooks=hooks)
         if result.preempted:

@@ -22,7 +22,9 @@ SMOKE_PARAMETERS = {
         "'optim.warmup_steps': '1', 'model.patch_size': '8', 'model.vision_width': '16', "
         "'model.vision_depth': '1', 'model.vision_heads': '2', 'model.text_width': '16', "
         "'model.text_depth': '1', 'model.text_heads': '2', 'model.embed_dim': '8', "
-        "'eval.num_retrieval': '20', 'eval.num_pictures': '4', 'eval.batch_size': '16'}\n"),
+        "'eval.num_retrieval': '20', 'eval.num_pictures': '4', 'eval.batch_size': '16', "
+        "'adapt.fine_tune_steps': '2', 'adapt.prompt_steps': '2', 'adapt.batch_size': '8', "
+        "'adapt.probe_cs': '(1.0,)'}\n"),
     "vae.ipynb": "TOTAL_STEPS = 30\nEVAL_SAMPLES = 10\n",
     "nerf.ipynb": (
         "TOTAL_STEPS = 4\n"

@@ -28,16 +28,31 @@ def to_model_range(images) -> np.ndarray:
     return np.asarray(images, np.float32) / 127.5 - 1.0
 
 
-def make_model(config, loss: str, vocab_size: int) -> CLIP:
-    """The CLIP of `config.model` with the temperature (and bias) of `loss`."""
+def text_spec(tok) -> dict:
+    """`make_model`'s text arguments for a `tokenizers.Tokenizer`: its vocabulary size, its end
+    token (the last one its post-processor appends: ShapeWorld's [EOS], CLIP's <|endoftext|>)
+    and its "[PAD]" id (-1 if it has none: a causal tower pooled at the end token never sees
+    what follows it)."""
+    ends = tok.encode("").ids
+    if not ends:
+        raise ConfigError("the tokenizer appends no end-of-text token; the text tower pools at it")
+    pad = tok.token_to_id("[PAD]")
+    return {"vocab_size": tok.get_vocab_size(), "eos_id": ends[-1],
+            "pad_id": -1 if pad is None else pad}
+
+
+def make_model(config, loss: str, vocab_size: int, eos_id: int = shapeworld.EOS,
+               pad_id: int = shapeworld.PAD) -> CLIP:
+    """The CLIP of `config.model` with the temperature (and bias) of `loss`; the text tower pools
+    at `eos_id` and masks `pad_id` (ShapeWorld's by default; `**text_spec(tok)` for another
+    tokenizer)."""
     m, d = config.model, config.data
     vision = ViT(patch_size=m.patch_size, width=m.vision_width, depth=m.vision_depth,
                  num_heads=m.vision_heads, pool=m.vision_pool, position=m.vision_position,
                  stem=m.vision_stem, pre_norm=True, activation=m.activation, ln_eps=1e-5)
     text = TextTransformer(vocab_size=vocab_size, max_len=d.max_len, width=m.text_width,
                            depth=m.text_depth, num_heads=m.text_heads, causal=True, pool="eos",
-                           eos_id=shapeworld.EOS, pad_id=shapeworld.PAD, activation=m.activation,
-                           ln_eps=1e-5)
+                           eos_id=eos_id, pad_id=pad_id, activation=m.activation, ln_eps=1e-5)
     return CLIP(vision=vision, text=text, embed_dim=m.embed_dim, loss=loss,
                 bias_init=m.sigmoid_bias_init)
 
@@ -94,7 +109,9 @@ class TFDSPairs:
 
         d = self.config.data
         row = self.source[int(i)]
-        image = Image.fromarray(np.asarray(row[d.image_key], np.uint8)).convert("RGB")
+        pixels = np.asarray(row[d.image_key], np.uint8)
+        pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels  # grey
+        image = Image.fromarray(pixels).convert("RGB")
         image = np.asarray(image.resize((d.image_size, d.image_size), Image.BICUBIC))
         text = row[d.text_key]
         text = text if isinstance(text, str) else bytes(text).decode("utf-8")
@@ -168,6 +185,6 @@ def restore(workdir, loss: str = "softmax"):
     run_dir = pathlib.Path(workdir) / loss
     config = loop.read_run_config(run_dir)
     tok = tokenizer(config)
-    model = make_model(config, loss, tok.get_vocab_size())
+    model = make_model(config, loss, **text_spec(tok))
     _, state = loop.restore_state(config, run_dir, task(config, model))
     return model, jax.device_get(state.params), tok, config

@@ -14,7 +14,9 @@ TINY = ["--config.total_steps=4", "--config.batch_size=16", "--config.log_every=
         "--config.model.vision_width=16", "--config.model.vision_depth=1",
         "--config.model.vision_heads=2", "--config.model.text_width=16",
         "--config.model.text_depth=1", "--config.model.text_heads=2", "--config.model.embed_dim=8",
-        "--config.eval.num_retrieval=20", "--config.eval.num_pictures=4", "--config.eval.batch_size=16"]
+        "--config.eval.num_retrieval=20", "--config.eval.num_pictures=4", "--config.eval.batch_size=16",
+        "--config.adapt.fine_tune_steps=2", "--config.adapt.prompt_steps=2", "--config.adapt.batch_size=8",
+        "--config.adapt.probe_cs=(1.0,)"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,12 @@ def test_both_losses_train_and_evaluate(run_launcher, data_dir, tmp_path):
         assert (tmp_path / f"similarity_{loss}.png").stat().st_size > 0
         assert (tmp_path / f"zero_shot_{loss}.png").stat().st_size > 0
         assert (tmp_path / loss / "checkpoints").is_dir()
+    # The adaptation study ran on the softmax model only: accuracies and trained-parameter counts.
+    for method in ("zero_shot", "fine_tune", "linear_probe", "visual_prompt"):
+        assert 0.0 <= ev[f"adapt_{method}_accuracy"] <= 1.0, method
+    assert ev["adapt_visual_prompt_params"] == 2 * 4 * 32 * 3 + 2 * 4 * 24 * 3  # pad 4 of 32
+    assert ev["adapt_linear_probe_params"] == 10 * 8 + 10  # 10 digits x embed_dim 8, + biases
+    assert ev["adapt_fine_tune_params"] > ev["adapt_linear_probe_params"]
     assert ev["num_retrieval"] == 20 and ev["step"] == 4
     assert ev["num_zero_shot_compositional"] > 0
     assert ev["softmax_temperature"] == pytest.approx(1 / 0.07, rel=0.05)  # barely trained
