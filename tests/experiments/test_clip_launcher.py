@@ -63,3 +63,8 @@ def test_bad_settings_are_one_line_errors(run_launcher, tmp_path):
     proc = run_launcher("experiments.clip", f"{CONFIG}:paper", tmp_path, check=False)
     assert proc.returncode == 2 and "data.tokenizer=''" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    proc = run_launcher("experiments.clip", f"{CONFIG}:paper", tmp_path, "--config.adapt.loss=softmax",
+                        check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: adapt.loss='softmax' needs data.name='shapeworld' (the study reads digits through "
+        "ShapeWorld class names); set adapt.loss=''"]
