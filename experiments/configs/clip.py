@@ -26,6 +26,9 @@ Variants:
          batch of one-object images many captions ("a red shape") fit several images, and both
          losses count those as negatives. Training on every image's scene caption only (the
          first, nearly unique) instead of a random one: CLIP 0.383 in a 2,500-step side run.
+         What works: a plain CNN image tower (three stages of two 3x3 convs, widths 32/64/128,
+         2x2 max-pools, global mean) at these settings reached CLIP zero-shot 0.906 at step
+         1,000 and 0.997 at step 1,500 in a side run, at about a third of the ViT's speed.
          Adaptation study (adapt.*: the frozen CLIP-loss model on scikit-learn's digits
          upsampled to 32x32, digit k read as ShapeWorld class k): test accuracy zero-shot
          0.077, visual prompt 0.542 (1,344 trained parameters: a 4-pixel frame, Adam 0.03,
