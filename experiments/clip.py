@@ -22,7 +22,6 @@ from __future__ import annotations
 import pathlib
 
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -56,9 +55,11 @@ def evaluate(config, model, params, tok, workdir: pathlib.Path, loss: str) -> di
     d, e = config.data, config.eval
     out = {f"{loss}_temperature": float(np.exp(params["params"]["logit_scale"]))}
     if d.name == "shapeworld":
-        out.update(zero_shot(config, model, params, tok, workdir, loss))
+        tokenize = lambda texts: shapeworld.encode(tok, texts, d.max_len)[0]  # noqa: E731
+        classes = evaluation.zero_shot_classifier(model, params, tokenize, shapeworld.class_names())
+        out.update(zero_shot(config, model, params, classes, workdir, loss))
         if loss == config.adapt.loss:
-            out.update(adaptation(config, model, params, tok))
+            out.update(adaptation(config, model, params, classes))
     images, tokens, captions = retrieval_pairs(config, tok)
     image_embeds = evaluation.image_embeddings(model, params, training.to_model_range(images), e.batch_size)
     text_embeds = evaluation.text_embeddings(model, params, tokens, e.batch_size)
@@ -71,12 +72,11 @@ def evaluate(config, model, params, tok, workdir: pathlib.Path, loss: str) -> di
     return out
 
 
-def zero_shot(config, model, params, tok, workdir: pathlib.Path, loss: str) -> dict:
-    """Top-1 accuracy over the 36 shape-colour classes on single-object test images, seen pairs
-    and the compositional split; zero_shot_<loss>.png shows compositional predictions."""
+def zero_shot(config, model, params, classes, workdir: pathlib.Path, loss: str) -> dict:
+    """Top-1 accuracy over the 36 shape-colour classes (`classes`: their prompt-ensembled text
+    embeddings [36, E]) on single-object test images, seen pairs and the compositional split;
+    zero_shot_<loss>.png shows compositional predictions."""
     d, e = config.data, config.eval
-    tokenize = lambda texts: shapeworld.encode(tok, texts, d.max_len)[0]  # noqa: E731
-    classes = evaluation.zero_shot_classifier(model, params, tokenize, shapeworld.class_names())
     out = {}
     splits = {split: shapeworld.load(split, d.image_size, d.data_dir or None)
               for split in ("test", "test_compositional")}
@@ -92,17 +92,13 @@ def zero_shot(config, model, params, tok, workdir: pathlib.Path, loss: str) -> d
     return out
 
 
-def adaptation(config, model, params, tok) -> dict:
+def adaptation(config, model, params, classes) -> dict:
     """The frozen-CLIP adaptation study (`jaxzoo.clip.adapt.study`, Bahng et al. 2022) on
-    `adapt.task`, downstream class k read through the zero-shot text embedding of ShapeWorld's
-    k-th class name (label mapping: the text tower knows no other words)."""
-    tokenize = lambda texts: shapeworld.encode(tok, texts, config.data.max_len)[0]  # noqa: E731
-    classes = evaluation.zero_shot_classifier(model, params, tokenize, shapeworld.class_names())
-    study = config.adapt.to_dict()
-    del study["loss"]
-    study.update(image_size=config.data.image_size, data_dir=config.data.data_dir,
-                 seed=config.seed)
-    return adapt.study(model, params, classes, ml_collections.ConfigDict(study))
+    `adapt.task`, downstream class k read through `classes[k]`, the zero-shot text embedding of
+    ShapeWorld's k-th class name (label mapping: the text tower knows no other words)."""
+    d = config.data
+    return adapt.study(model, params, classes, config.adapt, image_size=d.image_size,
+                       data_dir=d.data_dir or None, seed=config.seed)
 
 
 def save_similarity_picture(path, images, captions, similarity) -> None:

@@ -112,7 +112,6 @@ def get_config(variant=None):
     # Adapting the frozen model of `adapt.loss` ("": none) to `adapt.task` three ways (ShapeWorld
     # runs only: downstream classes are read through ShapeWorld class names).
     c.adapt = adapt.study_config()
-    del c.adapt["image_size"], c.adapt["data_dir"], c.adapt["seed"]  # the run's own
     c.adapt.loss = "softmax"
 
     if variant == "cpu":

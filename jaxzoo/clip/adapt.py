@@ -128,13 +128,8 @@ def _train(loss_fn: Callable, params, frozen, tx, x, y, *, steps: int, batch_siz
 def _predict(fn: Callable, args, x, batch_size: int = 256) -> np.ndarray:
     """argmax over classes of jitted `fn(*args, images)` [B, K], in chunks of one shape."""
     jitted = jax.jit(fn)
-    out = []
-    for start in range(0, len(x), batch_size):
-        chunk = np.asarray(x[start:start + batch_size])
-        pad = batch_size - len(chunk)
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-        out.append(np.argmax(np.asarray(jitted(*args, padded)), -1)[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0,), np.int64)
+    return evaluation.map_batches(lambda chunk: np.argmax(np.asarray(jitted(*args, chunk)), -1),
+                                  x, batch_size, np.zeros((0,), np.int64))
 
 
 def _schedule(lr: float, steps: int):
@@ -299,7 +294,7 @@ def digits_task(image_size: int, data_dir=None):
 
 
 def study_config() -> ml_collections.ConfigDict:
-    """The study's settings (timed in `study`'s docstring); `image_size` must be the CLIP's.
+    """The study's settings (timed in `study`'s docstring).
 
     A prompt step costs about a quarter of a fine-tuning step (no weight gradients), hence
     separate step counts; the learning rates are the best of a small sweep on the cpu CLIP
@@ -307,9 +302,6 @@ def study_config() -> ml_collections.ConfigDict:
     """
     return ml_collections.ConfigDict(dict(
         task="digits",  # one of TASKS
-        image_size=32,
-        data_dir="",  # TFDS dir; empty: $JAXZOO_DATA_DIR or ~/.cache/jaxzoo/tensorflow_datasets
-        seed=0,
         batch_size=64,
         fine_tune_steps=500,
         fine_tune_lr=1e-3,
@@ -320,9 +312,12 @@ def study_config() -> ml_collections.ConfigDict:
     ))
 
 
-def study(model: CLIP, variables, class_embeds, config) -> dict:
-    """Fine-tuning, a linear probe and a visual prompt on `config.task`, with the prompt-free
-    label-mapped zero-shot baseline; `class_embeds` [>= K, E], downstream class k read as row k.
+def study(model: CLIP, variables, class_embeds, config, *, image_size: int, data_dir=None,
+          seed: int = 0) -> dict:
+    """Fine-tuning, a linear probe and a visual prompt on `config.task` (`study_config()`'s
+    fields), with the prompt-free label-mapped zero-shot baseline; `class_embeds` [>= K, E],
+    downstream class k read as row k; the task's images at the CLIP's `image_size`, from the
+    TFDS `data_dir` (None: the default).
 
     Returns flat {"adapt_zero_shot_accuracy", "adapt_{fine_tune,linear_probe,visual_prompt}_
     {accuracy,params}"} (accuracies float, params int).
@@ -337,19 +332,19 @@ def study(model: CLIP, variables, class_embeds, config) -> dict:
     """
     if config.task not in TASKS:
         raise ConfigError(f"task={config.task!r}; allowed: {TASKS}")
-    x_train, y_train, x_test, y_test = digits_task(config.image_size, config.data_dir or None)
+    x_train, y_train, x_test, y_test = digits_task(image_size, data_dir)
     num_classes = int(np.max(y_train)) + 1
     if len(class_embeds) < num_classes:
         raise ConfigError(f"{config.task} has {num_classes} classes but class_embeds has "
                           f"{len(class_embeds)} rows")
     class_embeds = np.asarray(class_embeds)[:num_classes]
     out = {"adapt_zero_shot_accuracy": zero_shot(model, variables, class_embeds, x_test, y_test)}
-    train = dict(batch_size=config.batch_size, seed=config.seed)
+    train = dict(batch_size=config.batch_size, seed=seed)
     results = {
         "fine_tune": fine_tune(model, variables, x_train, y_train, x_test, y_test,
                                steps=config.fine_tune_steps, lr=config.fine_tune_lr, **train),
         "linear_probe": linear_probe(model, variables, x_train, y_train, x_test, y_test,
-                                     C=tuple(config.probe_cs), seed=config.seed),
+                                     C=tuple(config.probe_cs), seed=seed),
         "visual_prompt": visual_prompt(model, variables, class_embeds, x_train, y_train, x_test,
                                        y_test, pad=config.pad, steps=config.prompt_steps,
                                        lr=config.prompt_lr, **train),

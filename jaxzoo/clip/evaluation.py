@@ -27,15 +27,23 @@ def _embed(model: CLIP, method: str, variables, x):
     return model.apply(variables, x, method=getattr(CLIP, method))
 
 
-def _batched(model, method, variables, x, batch_size: int) -> np.ndarray:
+def map_batches(fn: Callable, x, batch_size: int, empty: np.ndarray) -> np.ndarray:
+    """`fn` over x [N, ...] in chunks of exactly `batch_size` rows (the last padded by repeating
+    its final row, so one compiled shape serves all), outputs concatenated along axis 0 and cut
+    back to N rows; `empty` when N = 0."""
     x = np.asarray(x)
     out = []
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
-        pad = batch_size - len(chunk)  # one compiled shape
+        pad = batch_size - len(chunk)
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-        out.append(np.asarray(_embed(model, method, variables, padded))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
+        out.append(np.asarray(fn(padded))[:len(chunk)])
+    return np.concatenate(out) if out else empty
+
+
+def _batched(model, method, variables, x, batch_size: int) -> np.ndarray:
+    return map_batches(lambda chunk: _embed(model, method, variables, chunk), x, batch_size,
+                       np.zeros((0, model.embed_dim), np.float32))
 
 
 def image_embeddings(model: CLIP, variables, images, batch_size: int = 256) -> np.ndarray:

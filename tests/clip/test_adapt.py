@@ -182,11 +182,11 @@ def test_the_digits_task_is_the_digits_in_the_model_range(digits_dir):
 def test_the_study_reports_every_method(digits_dir):
     model, variables = _tiny_clip()
     config = adapt.study_config()
-    config.update(dict(image_size=S, data_dir=str(digits_dir), batch_size=8, fine_tune_steps=2,
-                       prompt_steps=2, pad=2, probe_cs=(1.0,)))
+    config.update(dict(batch_size=8, fine_tune_steps=2, prompt_steps=2, pad=2, probe_cs=(1.0,)))
     classes = np.random.default_rng(0).normal(size=(12, E))  # more rows than classes: first 10
+    where = dict(image_size=S, data_dir=str(digits_dir))
     out = adapt.study(model, variables, classes / np.linalg.norm(classes, axis=1, keepdims=True),
-                      config)
+                      config, **where)
     methods = ("fine_tune", "linear_probe", "visual_prompt")
     assert set(out) == {"adapt_zero_shot_accuracy"} | {
         f"adapt_{m}_{k}" for m in methods for k in ("accuracy", "params")}
@@ -199,4 +199,4 @@ def test_the_study_reports_every_method(digits_dir):
     assert out["adapt_visual_prompt_params"] == 2 * 2 * S * 3 + 2 * 2 * (S - 4) * 3
     config.task = "cifar"
     with pytest.raises(ConfigError, match="task='cifar'"):
-        adapt.study(model, variables, classes, config)
+        adapt.study(model, variables, classes, config, **where)
