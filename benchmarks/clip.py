@@ -3,18 +3,22 @@
     python benchmarks/clip.py [--quick] [--json out.json]
 
 (a) Training throughput: one jitted step (forward, backward, AdamW) of the `cpu` config's CLIP
-    (experiments/configs/clip.py: ViT patch 8 on 32x32, 64 wide) on random pairs at batch 128
-    (--quick 32), reported as pairs/s and as achieved FLOP/s (XLA's count of the step) over the
-    in-process float32 matmul rate (the best of N x N @ N x N, N = 256, 512, 1024).
+    (experiments/configs/clip.py) on random 32x32 pairs at batch 128 (--quick 32), with each image
+    tower: the ConvNet the config trains (widths 32/64/128) and the ViT it replaced (patch 8,
+    64 wide, 3 blocks); reported as pairs/s, the ConvNet's steps per ViT step, and achieved
+    FLOP/s (XLA's count of the step) over the in-process float32 matmul rate (the best of
+    N x N @ N x N, N = 256, 512, 1024).
 (b) Gathered against per-device loss, on every local device (the script asks XLA for 2 CPU
     devices, or --devices): value and gradient of the softmax and the sigmoid loss of a global
     batch of unit embeddings (B = 1024, E = 512; --quick 256, 64) inside `shard_map`, once with
     `axis_name` (all_gather: every device scores its rows against all B) and once without (each
     device against its own B/D only). Reported: ms per call and the ratio gathered / local.
 Times are medians of interleaved rounds in this process (benchmarks/_timing.py); nothing is
-asserted. Measured on 2 CPU cores: 1,955 (CLIP) and 2,051 (SigLIP) pairs/s, 0.14 and 0.15 of the
-float32 matmul rate; on 2 devices the gathered loss costs 2.24x (softmax) and 2.19x (sigmoid)
-the per-device loss, as each device scores B/2 x B logits instead of B/2 x B/2.
+asserted. Measured on 2 CPU cores: the ConvNet CLIP trains 711 (CLIP) and 634 (SigLIP) pairs/s,
+0.46 and 0.37 of the ViT's 1,543 and 1,708 pairs/s, both at 0.13-0.16 of the float32 matmul rate
+(the ConvNet does about twice the ViT's FLOPs per pair); on 2 devices the gathered loss costs
+2.29x (softmax) and 2.11x (sigmoid) the per-device loss, as each device scores B/2 x B logits
+instead of B/2 x B/2.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ SIZES = {"full": dict(batch=128, loss_batch=1024, embed=512, matmul=(256, 512, 1
                       min_time_s=0.2),
          "quick": dict(batch=32, loss_batch=256, embed=64, matmul=(128, 256), repeats=3,
                        min_time_s=0.02)}
+TOWERS = ("cnn", "vit")
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "clip.py")
 
 
@@ -53,8 +58,9 @@ def matmul_peak(sizes, repeats, min_time_s) -> float:
     return max(2 * n ** 3 / t[n] / 1e9 for n in sizes)
 
 
-def bench_step(size: dict, peak: float) -> dict:
-    config = config_lib.load_config(f"{CONFIG}:cpu", {"batch_size": str(size["batch"])})
+def bench_step(size: dict, peak: float, tower: str) -> dict:
+    config = config_lib.load_config(f"{CONFIG}:cpu", {"batch_size": str(size["batch"]),
+                                                      "model.vision_tower": tower})
     rows = {}
     for loss in config.losses:
         run = training.run_config(config, loss)
@@ -114,12 +120,18 @@ def main():
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     peak = matmul_peak(size["matmul"], size["repeats"], size["min_time_s"])
-    result = {"matmul_gflops": peak, "step": bench_step(size, peak), "loss": bench_gathered_loss(size)}
+    steps = {tower: bench_step(size, peak, tower) for tower in TOWERS}
+    result = {"matmul_gflops": peak, "step": steps, "loss": bench_gathered_loss(size)}
     print(f"float32 matmul peak: {peak:.1f} GFLOP/s")
-    for loss, r in result["step"].items():
-        ratio = "n/a" if r["peak_ratio"] is None else f"{r['peak_ratio']:.2f}"
-        print(f"(a) {loss:8s} step: batch {r['batch']}, {r['ms_per_step']:.1f} ms, "
-              f"{r['pairs_per_s']:.0f} pairs/s, {r['gflops'] or 0:.1f} GFLOP/s = {ratio} of the matmul peak")
+    for tower in TOWERS:
+        for loss, r in result["step"][tower].items():
+            ratio = "n/a" if r["peak_ratio"] is None else f"{r['peak_ratio']:.2f}"
+            print(f"(a) {tower} {loss:8s} step: batch {r['batch']}, {r['ms_per_step']:.1f} ms, "
+                  f"{r['pairs_per_s']:.0f} pairs/s, {r['gflops'] or 0:.1f} GFLOP/s = {ratio} of the "
+                  "matmul peak")
+    for loss in steps["cnn"]:
+        ratio = steps["cnn"][loss]["pairs_per_s"] / steps["vit"][loss]["pairs_per_s"]
+        print(f"(a) {loss:8s} ConvNet / ViT throughput: {ratio:.2f}")
     for name, r in result["loss"].items():
         print(f"(b) {name:8s} loss+grad, B={r['global_batch']} on {r['devices']} devices: gathered "
               f"{r['gathered_ms']:.2f} ms, per-device {r['local_ms']:.2f} ms, ratio {r['gathered_over_local']:.2f}")

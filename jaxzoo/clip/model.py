@@ -1,7 +1,8 @@
 """CLIP (Radford et al. 2021, arXiv 2103.00020): an image tower and a text tower whose pooled
 features are linearly projected into one embedding space and L2-normalised.
 
-`CLIP(vision=ViT(...), text=TextTransformer(...), embed_dim=E)`:
+`CLIP(vision=ViT(...) or ConvNet(...), text=TextTransformer(...), embed_dim=E)` (any image tower
+returning (pooled [B, D], features)):
   encode_image(images [B, H, W, C]) -> unit image embeddings [B, E]
   encode_text(tokens int [N, T])    -> unit text embeddings [N, E]
   __call__(tokens, images) -> {"logits_per_image" [B, N], "logits_per_text" [N, B],
@@ -21,7 +22,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxzoo.nn.towers import TextTransformer, ViT
+from jaxzoo.nn.towers import TextTransformer
 
 LOSSES = ("softmax", "sigmoid")
 
@@ -32,7 +33,7 @@ def l2_normalize(x, eps: float = 1e-12):
 
 
 class CLIP(nn.Module):
-    vision: ViT
+    vision: nn.Module  # images [B, H, W, C] -> (pooled [B, D], features): ViT, ConvNet
     text: TextTransformer
     embed_dim: int = 512
     loss: str = "softmax"  # softmax (CLIP) | sigmoid (SigLIP): sets the temperature's init and the bias

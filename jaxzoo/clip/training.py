@@ -19,7 +19,7 @@ import optax
 from jaxzoo.clip.model import CLIP
 from jaxzoo.data import pipeline, shapeworld
 from jaxzoo.errors import ConfigError, MissingFileError
-from jaxzoo.nn.towers import TextTransformer, ViT
+from jaxzoo.nn.towers import ConvNet, TextTransformer, ViT
 from jaxzoo.train import loop
 
 
@@ -47,14 +47,21 @@ def make_model(config, loss: str, vocab_size: int, eos_id: int = shapeworld.EOS,
     at `eos_id` and masks `pad_id` (ShapeWorld's by default; `**text_spec(tok)` for another
     tokenizer)."""
     m, d = config.model, config.data
-    vision = ViT(patch_size=m.patch_size, width=m.vision_width, depth=m.vision_depth,
-                 num_heads=m.vision_heads, pool=m.vision_pool, position=m.vision_position,
-                 stem=m.vision_stem, pre_norm=True, activation=m.activation, ln_eps=1e-5)
+    vision = vision_tower(m)
     text = TextTransformer(vocab_size=vocab_size, max_len=d.max_len, width=m.text_width,
                            depth=m.text_depth, num_heads=m.text_heads, causal=True, pool="eos",
                            eos_id=eos_id, pad_id=pad_id, activation=m.activation, ln_eps=1e-5)
     return CLIP(vision=vision, text=text, embed_dim=m.embed_dim, loss=loss,
                 bias_init=m.sigmoid_bias_init)
+
+
+def vision_tower(m):
+    """The image tower of `config.model`: a ViT (CLIP's pre-normalised one) or a ConvNet."""
+    if m.vision_tower == "cnn":
+        return ConvNet(widths=tuple(m.cnn_widths), convs=m.cnn_convs)
+    return ViT(patch_size=m.patch_size, width=m.vision_width, depth=m.vision_depth,
+               num_heads=m.vision_heads, pool=m.vision_pool, position=m.vision_position,
+               stem=m.vision_stem, pre_norm=True, activation=m.activation, ln_eps=1e-5)
 
 
 @dataclasses.dataclass

@@ -8,6 +8,13 @@ normalised first (`pre_norm`, CLIP's ln_pre), run through pre-LN blocks and norm
 pooling with a learned probe (`"map"`, SigLIP / big_vision's MAPHead). Returns
 (pooled [B, width], tokens [B, N (+1), width]); N = (H / P)(W / P).
 
+`ConvNet`: a plain convolutional image tower (VGG-style, Simonyan & Zisserman 2015, Sec. 2.1):
+stages of `convs` 3x3 convolutions with ReLU, each stage ending in a 2x2 max-pool, then the
+global mean of the last feature map. Returns (pooled [B, widths[-1]], features [B, H / 2^S,
+W / 2^S, widths[-1]]) for S stages. CLIP trained convolutional image towers beside its ViTs
+(ResNets, Radford et al. 2021, Sec. 2.4); at ShapeWorld's scale this one learns shapes in a few
+thousand steps where a ViT of the same cost reads only colours.
+
 `TextTransformer`: token embedding plus a learned position table, `causal` (CLIP, Radford et al.
 2021, Sec. 2.4) or bidirectional blocks, a final LayerNorm, and pooling at the first end-of-text
 token (`pool="eos"`, CLIP), at position 0 (`"first"`, a class token the tokenizer put there) or
@@ -25,7 +32,7 @@ import jax.numpy as jnp
 from jaxzoo.core.positional import sincos_2d_positions
 from jaxzoo.nn.transformer import ACTIVATIONS, Attention, Block, padding_mask
 
-__all__ = ["MAPHead", "TEXT_POOLS", "TextTransformer", "VIT_POOLS", "ViT"]
+__all__ = ["ConvNet", "MAPHead", "TEXT_POOLS", "TextTransformer", "VIT_POOLS", "ViT"]
 
 VIT_POOLS = ("cls", "mean", "map")
 TEXT_POOLS = ("eos", "first", "mean")
@@ -129,6 +136,31 @@ class ViT(nn.Module):
             x = nn.relu(nn.Conv(features, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype,
                                 name=f"stem_{i}")(x))
         return nn.Conv(self.width, (1, 1), dtype=self.dtype, name="patch_embed")(x)
+
+
+class ConvNet(nn.Module):
+    """Convolutional tower: images [B, H, W, C] -> (pooled [B, widths[-1]], features)."""
+
+    widths: tuple = (32, 64, 128)  # one stage per width
+    convs: int = 2  # 3x3 convolutions per stage
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, deterministic: bool = True):
+        del deterministic  # no dropout
+        _, h, w, _ = images.shape
+        if not self.widths or self.convs < 1:
+            raise ValueError(f"widths={self.widths}, convs={self.convs}: need a stage and a conv")
+        if h % 2 ** len(self.widths) or w % 2 ** len(self.widths):
+            raise ValueError(f"image size {h}x{w} is not a multiple of 2^{len(self.widths)} "
+                             f"({len(self.widths)} max-pooling stages)")
+        x = images.astype(self.dtype)
+        for i, features in enumerate(self.widths):
+            for j in range(self.convs):
+                x = nn.relu(nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype,
+                                    name=f"conv_{i}_{j}")(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return jnp.mean(x, axis=(1, 2)), x
 
 
 class MAPHead(nn.Module):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxzoo.core.positional import sincos_2d_positions
-from jaxzoo.nn.towers import MAPHead, TextTransformer, ViT
+from jaxzoo.nn.towers import ConvNet, MAPHead, TextTransformer, ViT
 from jaxzoo.nn.transformer import Block
 
 RNG = np.random.default_rng(0)
@@ -62,6 +62,46 @@ def test_vit_patch_embedding_is_a_linear_map_of_each_patch():
     ln = variables["params"]["ln_post"]
     want = (embedded - mu) / np.sqrt(var + 1e-6) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
     np.testing.assert_allclose(np.asarray(model.apply(variables, images)[1][0]), want, atol=1e-5)
+
+
+def _numpy_convnet(params, x, widths, convs):
+    """The ConvNet forward by explicit loops: zero-padded 3x3 correlation, ReLU, 2x2 max-pool."""
+    for i in range(len(widths)):
+        for j in range(convs):
+            kernel = np.asarray(params[f"conv_{i}_{j}"]["kernel"])  # [3, 3, C_in, C_out]
+            bias = np.asarray(params[f"conv_{i}_{j}"]["bias"])
+            h, w, _ = x.shape
+            padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+            out = np.empty((h, w, kernel.shape[-1]))
+            for r in range(h):
+                for c in range(w):
+                    out[r, c] = np.einsum("abi,abio->o", padded[r:r + 3, c:c + 3], kernel) + bias
+            x = np.maximum(out, 0.0)
+        h, w, ch = x.shape
+        x = x.reshape(h // 2, 2, w // 2, 2, ch).max(axis=(1, 3))
+    return x.mean(axis=(0, 1)), x
+
+
+@pytest.mark.parametrize("convs", [1, 2])
+def test_convnet_matches_a_loop_reference_batched_and_has_gradients(convs):
+    widths = (4, 6)
+    model = ConvNet(widths=widths, convs=convs)
+    images = jnp.asarray(RNG.normal(size=(3, 8, 12, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), images[:1])
+    pooled, features = model.apply(variables, images)
+    assert pooled.shape == (3, 6) and features.shape == (3, 2, 3, 6)
+    for i in range(3):
+        want_pooled, want_features = _numpy_convnet(variables["params"], np.asarray(images[i]),
+                                                    widths, convs)
+        np.testing.assert_allclose(pooled[i], want_pooled, atol=1e-5)
+        np.testing.assert_allclose(features[i], want_features, atol=1e-5)
+        p, _ = model.apply(variables, images[i:i + 1])
+        np.testing.assert_allclose(p[0], pooled[i], atol=1e-5)
+    grads = jax.grad(lambda v: jnp.sum(model.apply(v, images)[0] ** 2))(variables)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    assert float(optax_norm(grads)) > 0
+    with pytest.raises(ValueError, match="multiple of 2\\^2"):
+        model.apply(variables, images[:, :6])
 
 
 def test_map_head_is_invariant_to_the_order_of_tokens():
