@@ -181,7 +181,15 @@ def read_run_config(workdir, what: str = "workdir") -> ml_collections.ConfigDict
     if not path.is_file():
         raise MissingFileError(f"{what}={str(workdir)!r}: {path} does not exist; it must be the "
                                "workdir of a finished run (its config.json and checkpoints/)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return ml_collections.ConfigDict(_saved_config(path))
+
+
+def _saved_config(path: pathlib.Path) -> dict:
+    """A run's config.json as a dict; a WorkdirError if it is damaged (not UTF-8 JSON)."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise WorkdirError(f"{path} is not valid JSON ({e}); move the workdir aside") from None
 
 
 def check_resumable(config, workdir) -> None:
@@ -190,10 +198,7 @@ def check_resumable(config, workdir) -> None:
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
         return
-    try:
-        saved = _flat(json.loads(path.read_text()))
-    except json.JSONDecodeError as e:
-        raise WorkdirError(f"{path} is not valid JSON ({e}); move the workdir aside") from None
+    saved = _flat(_saved_config(path))
     ours = _flat(json.loads(config_lib.to_json(config)))
     show = lambda d, k: repr(d[k]) if k in d else "absent"  # noqa: E731
     diff = [f"{k}={show(saved, k)} (now {show(ours, k)})" for k in sorted(set(saved) | set(ours))

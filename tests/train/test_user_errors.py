@@ -108,6 +108,16 @@ def test_resuming_with_another_model_is_refused_before_config_json_is_written(tm
     assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 8
 
 
+@pytest.mark.parametrize("damage", [b'{"seed": 0, "total', b"\xff\xfe\x00garbage"])
+def test_a_damaged_config_json_is_a_workdir_error_when_resuming_and_restoring(tmp_path, damage):
+    loop.train(tiny_task.config(total_steps=2), tmp_path, tiny_task.task())
+    (tmp_path / "config.json").write_bytes(damage)
+    for call in (lambda: loop.train(tiny_task.config(total_steps=4), tmp_path, tiny_task.task()),
+                 lambda: loop.read_run_config(tmp_path)):
+        with pytest.raises(WorkdirError, match=r"config.json is not valid JSON \(.*\); move the"):
+            call()
+
+
 def test_a_second_run_on_a_workdir_in_use_names_the_holder(tmp_path):
     with loop.workdir_lock(tmp_path):
         assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
