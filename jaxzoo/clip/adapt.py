@@ -17,7 +17,7 @@ A pad prompt is a dict of four arrays, top/bottom [pad, S, C] and left/right [S 
 
 Every method returns at least {"accuracy": test accuracy, "params": number of trained
 parameters}.
-Training runs all its steps in one `jit` (one `lax.scan`); batch b of step s is
+Training runs one jitted step per batch; the batch of step s is
 `pipeline.global_batch_indices(s, ...)` (epochs of a permutation drawn from the seed), and any
 random initialisation comes from `jax.random.key(seed)`, so a result is a function of the seed.
 `study(model, variables, class_embeds, config)` runs the three and the prompt-free baseline on
@@ -298,8 +298,9 @@ def study_config() -> ml_collections.ConfigDict:
 
     Separate step counts, as a prompt step and a fine-tuning step cost differently per tower
     (a prompt gets no weight gradients but still backpropagates through the whole tower to the
-    pixels); the learning rates are the best of a small sweep on a cpu CLIP (fine_tune 3e-4 /
-    1e-3 / 3e-3, prompt 0.01 / 0.03 / 0.1 / 0.3 / 1).
+    pixels); the learning rates are the best of a small sweep on the cpu CLIP when its image
+    tower was a ViT (fine_tune 3e-4 / 1e-3 / 3e-3, prompt 0.01 / 0.03 / 0.1 / 0.3 / 1), not
+    swept again for the ConvNet.
     """
     return ml_collections.ConfigDict(dict(
         task="digits",  # one of TASKS

@@ -12,8 +12,9 @@ pooling with a learned probe (`"map"`, SigLIP / big_vision's MAPHead). Returns
 stages of `convs` 3x3 convolutions with ReLU, each stage ending in a 2x2 max-pool, then the
 global mean of the last feature map. Returns (pooled [B, widths[-1]], features [B, H / 2^S,
 W / 2^S, widths[-1]]) for S stages. CLIP trained convolutional image towers beside its ViTs
-(ResNets, Radford et al. 2021, Sec. 2.4); at ShapeWorld's scale this one learns shapes in a few
-thousand steps where a ViT of the same cost reads only colours.
+(ResNets, Radford et al. 2021, Sec. 2.4); on ShapeWorld this one learns shapes in about a
+thousand steps, where the small ViT of experiments/configs/clip.py (half its cost per step)
+read only colours after 2,500.
 
 `TextTransformer`: token embedding plus a learned position table, `causal` (CLIP, Radford et al.
 2021, Sec. 2.4) or bidirectional blocks, a final LayerNorm, and pooling at the first end-of-text

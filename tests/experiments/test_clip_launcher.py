@@ -11,9 +11,8 @@ CONFIG = "experiments/configs/clip.py"
 SMALL = {"train": 64, "validation": 8, "test": 48, "test_compositional": 32}
 TINY = ["--config.total_steps=4", "--config.batch_size=16", "--config.log_every=2",
         "--config.checkpoint_every=2", "--config.optim.warmup_steps=1", "--config.model.cnn_widths=(4,8)",
-        "--config.model.patch_size=8", "--config.model.vision_width=16", "--config.model.vision_depth=1",
-        "--config.model.vision_heads=2", "--config.model.text_width=16",
-        "--config.model.text_depth=1", "--config.model.text_heads=2", "--config.model.embed_dim=8",
+        "--config.model.text_width=16", "--config.model.text_depth=1", "--config.model.text_heads=2",
+        "--config.model.embed_dim=8",
         "--config.eval.num_retrieval=20", "--config.eval.num_pictures=4", "--config.eval.batch_size=16",
         "--config.adapt.fine_tune_steps=2", "--config.adapt.prompt_steps=2", "--config.adapt.batch_size=8",
         "--config.adapt.probe_cs=(1.0,)"]
