@@ -143,6 +143,7 @@ def train_and_evaluate(config, workdir, hooks=()):
     """Trains each loss of `config.losses`, then evaluates it; writes eval.json (None if
     preempted)."""
     workdir = pathlib.Path(workdir)
+    training.check_image_size(config)
     if config.adapt.loss and config.data.name != "shapeworld":
         raise ConfigError(f"adapt.loss={config.adapt.loss!r} needs data.name='shapeworld' (the "
                           "study reads digits through ShapeWorld class names); set adapt.loss=''")

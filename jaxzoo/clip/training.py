@@ -55,6 +55,20 @@ def make_model(config, loss: str, vocab_size: int, eos_id: int = shapeworld.EOS,
                 bias_init=m.sigmoid_bias_init)
 
 
+def check_image_size(config) -> None:
+    """ConfigError unless `data.image_size` is a multiple of the image tower's cell: the ViT's
+    patch, or 2^stages for the ConvNet (each stage halves the image)."""
+    m, size = config.model, config.data.image_size
+    stages = len(m.cnn_widths)
+    if m.vision_tower == "cnn":
+        cell = 2 ** stages
+        what = f"2^{stages} (the max-pooled stages of model.cnn_widths={tuple(m.cnn_widths)})"
+    else:
+        cell, what = m.patch_size, f"model.patch_size={m.patch_size}"
+    if size % cell:
+        raise ConfigError(f"data.image_size={size} is not a multiple of {what}")
+
+
 def vision_tower(m):
     """The image tower of `config.model`: a ViT (CLIP's pre-normalised one) or a ConvNet."""
     if m.vision_tower == "cnn":

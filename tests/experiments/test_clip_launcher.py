@@ -59,6 +59,15 @@ def test_bad_settings_are_one_line_errors(run_launcher, tmp_path):
                         check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: losses=('softmax', 'hinge'); allowed: 'softmax', 'sigmoid'"]
+    proc = run_launcher("experiments.clip", f"{CONFIG}:cpu", tmp_path,
+                        "--config.model.cnn_widths=(4,8,16,32,64,128)", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: data.image_size=32 is not a multiple of 2^6 (the max-pooled stages of "
+        "model.cnn_widths=(4, 8, 16, 32, 64, 128))"]
+    proc = run_launcher("experiments.clip", f"{CONFIG}:cpu", tmp_path, "--config.model.vision_tower=vit",
+                        "--config.model.patch_size=5", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: data.image_size=32 is not a multiple of model.patch_size=5"]
     proc = run_launcher("experiments.clip", f"{CONFIG}:paper", tmp_path, check=False)
     assert proc.returncode == 2 and "data.tokenizer=''" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
