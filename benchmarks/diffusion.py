@@ -27,8 +27,16 @@ calls a jitted step function per step (the diffusers-style loop), for DDIM and D
 in the same process; microseconds per step from the difference between a long and a short run,
 so the fixed cost of a call cancels. The loop implementations are checked to agree with the
 scanned samplers on the Gaussian problem (max |difference| printed).
---quick: budgets up to 50 NFE, 1024 stochastic samples, shorter timing runs.
+Guidance: GLIDE's text-conditioned U-Net at the shapes of experiments/configs/glide.py:cpu (random
+parameters, batch 32 of 16x16 images, 24 caption tokens), DPM-Solver++(2M) for 25 steps: wall
+time of the unguided sampler, of classifier-free guidance as one network call on the doubled
+batch (`unet.denoiser(guided=True)`, what the launchers use), and of guidance as two network calls
+per step (conditional, then unconditional: the obvious alternative), each as a ratio to unguided.
+One batched call costs less than two calls and should stay under 2x unguided.
+--quick: budgets up to 50 NFE, 1024 stochastic samples, shorter timing runs, a U-Net of 8 channels.
 """
+
+import dataclasses
 
 from __future__ import annotations
 
@@ -43,6 +51,9 @@ import numpy as np
 
 from jaxzoo.core import frechet
 from jaxzoo.diffusion import gaussian as dif, samplers as smp
+from jaxzoo.diffusion.glide import TextUNet
+from jaxzoo.diffusion.unet import UNet, denoiser
+from jaxzoo.nn.towers import TextTransformer
 
 DETERMINISTIC = ("ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc")
 STOCHASTIC = (("ddpm", 0.0), ("ddim", 1.0))  # (method, eta)
@@ -249,6 +260,49 @@ def loop_agreement(eps_fn, x_T, schedule, spacing, n=10):
 # ----------------------------------------------------------------------------- report
 
 
+@dataclasses.dataclass(frozen=True)
+class _TwoCalls:
+    """Guidance the obvious way: the conditional and the unconditional network as two calls."""
+
+    model: TextUNet
+
+    def __call__(self, params, tokens, x, t):
+        cond = self.model.apply(params, x, t, tokens=tokens)
+        uncond = self.model.apply(params, x, t, tokens=tokens, drop=jnp.ones(x.shape[:1], bool))
+        return cond, uncond
+
+
+def guidance_cost(quick: bool, repeats: int, batch: int = 32, steps: int = 25) -> dict:
+    """Seconds per sampler call (median of ``repeats``) unguided, guided in one batched call and
+    guided in two calls; ratios to unguided."""
+    channels = 8 if quick else 32
+    text = TextTransformer(vocab_size=420, max_len=24, width=64, depth=2, num_heads=4, causal=True,
+                           pool="eos", eos_id=6, pad_id=0, ln_eps=1e-5)
+    unet = UNet(out_channels=3, channels=channels, channel_mult=(1, 2, 2), num_res_blocks=1,
+                attention_resolutions=(8, 4), num_heads=4, num_groups=8, scale_shift_norm=True,
+                context_dim=64)
+    model = TextUNet(text, unet)
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(np.concatenate([np.full((batch, 1), 5), rng.integers(7, 420, (batch, 8)),
+                                         np.full((batch, 1), 6), np.zeros((batch, 14), int)], 1))
+    x = jax.random.normal(jax.random.key(0), (batch, 16, 16, 3))
+    params = model.init(jax.random.key(1), x[:1], jnp.zeros((1,), jnp.int32), tokens=tokens[:1])
+    sch = dif.make_schedule("cosine")
+    run = lambda fn, w: smp.sample(fn, x, None, sch, steps, method="dpmpp_2m",  # noqa: E731
+                                   timestep_spacing="trailing", guidance_scale=w, threshold="static")
+    variants = {"unguided": (denoiser(model, params, tokens=tokens), None),
+                "guided_one_call": (denoiser(model, params, guided=True, tokens=tokens), 3.0),
+                "guided_two_calls": (jax.tree_util.Partial(_TwoCalls(model), params, tokens), 3.0)}
+    seconds = {}
+    for name, (fn, w) in variants.items():
+        run(fn, w).block_until_ready()  # compile
+        seconds[name] = _median_time(lambda: run(fn, w).block_until_ready(), repeats)
+    base = seconds["unguided"]
+    return {"batch": batch, "steps": steps, "channels": channels, "seconds": seconds,
+            "guided_one_call_over_unguided": seconds["guided_one_call"] / base,
+            "guided_two_calls_over_unguided": seconds["guided_two_calls"] / base}
+
+
 def _print_table(title, table, key, order_key):
     budgets = next(v for v in table.values() if isinstance(v, dict))["nfe"]
     print(f"\n{title}")
@@ -295,6 +349,7 @@ def main():
         result["python_loop_agreement_max_abs"] = loop_agreement(g_eps, x_T, sch, args.spacing)
     scan_steps, loop_steps = ((100, 2000), (20, 220)) if args.quick else ((100, 5000), (50, 1050))
     result["overhead"] = overhead(args.spacing, scan_steps, loop_steps, repeats)
+    result["guidance"] = guidance_cost(args.quick, 3 if args.quick else 7)
 
     ref = result["gaussian_reference_check"]
     print(f"reference check (Gaussian): adaptive DOPRI5 vs closed form RMS "
@@ -316,6 +371,11 @@ def main():
     for method, row in result["overhead"].items():
         print(f"{method:>10} {row['scan_us_per_step']:>10.2f}us {row['python_loop_us_per_step']:>12.2f}us "
               f"{row['ratio']:>8.1f}")
+    g = result["guidance"]
+    print(f"\nclassifier-free guidance, GLIDE U-Net ({g['channels']} channels), batch {g['batch']} "
+          f"at 16x16, {g['steps']} DPM-Solver++(2M) steps:")
+    for name, sec in g["seconds"].items():
+        print(f"{name:>18} {sec:>8.3f} s  {sec / g['seconds']['unguided']:>5.2f}x unguided")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -209,3 +209,28 @@ def restore(workdir, loss: str = "softmax"):
     model = make_model(config, loss, **text_spec(tok))
     _, state = loop.restore_state(config, run_dir, task(config, model))
     return model, jax.device_get(state.params), tok, config
+
+
+def shapeworld_recipe(total_steps: int = 1200, seed: int = 0, data_dir: str = "",
+                      image_size: int = 32) -> ml_collections.ConfigDict:
+    """The run config of the `cpu` variant of experiments/configs/clip.py with the softmax loss
+    (a ConvNet image tower and a 2-block text tower into 64-d embeddings, trained on ShapeWorld
+    images with at most two objects), for models that need a CLIP without a CLIP run of their
+    own (the text-to-image launchers' CLIP score, Imagen's frozen encoder, DALL-E 2's
+    embeddings). tests/clip/test_recipe.py keeps it equal to that variant."""
+    from jaxzoo.train.config import base_config
+
+    c = base_config("cpu", ("cpu",))
+    c.seed, c.loss = seed, "softmax"
+    c.data = ml_collections.ConfigDict(dict(
+        name="shapeworld", data_dir=data_dir, image_size=image_size, max_len=24, max_objects=2))
+    c.model = ml_collections.ConfigDict(dict(
+        vision_tower="cnn", cnn_widths=(32, 64, 128), cnn_convs=1, text_width=64, text_depth=2,
+        text_heads=4, embed_dim=64, activation="quick_gelu", sigmoid_bias_init=-5.0))
+    warmup = min(100, int(total_steps) // 12)  # 100 at the variant's 1,200 steps
+    c.optim = ml_collections.ConfigDict(dict(lr=2e-3, warmup_steps=warmup, b1=0.9, b2=0.98,
+                                             eps=1e-6, weight_decay=0.2))
+    c.batch_size, c.total_steps = 128, int(total_steps)
+    c.log_every, c.checkpoint_every = 100, 1000
+    c.lock()
+    return c

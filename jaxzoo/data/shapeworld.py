@@ -21,7 +21,8 @@ download, no TensorFlow; 26 s for size_32 and 43 s for size_64 on one core of a 
 machine) and cached as a TFDS array_record dataset (54 MB / 140 MB) under
 `tfds_utils.data_dir()`; `ShapeWorld(split_sizes=..., seed=...)` builds other sizes and seeds.
 
-`load(split, image_size)` returns the whole split (N images, M = MAX_OBJECTS = 4 slots):
+`load(split, image_size)` returns the whole split (N images, M = MAX_OBJECTS = 4 slots; image_size
+16 averages the 32x32 images over 2x2 pixels):
   image        uint8 [N, S, S, 3]
   num_objects  int32 [N] (1..4); mask bool [N, M]: slot k < num_objects
   shape, colour, size, label  int32 [N, M]: ids into SHAPES / COLOUR_NAMES / SIZES, and label =
@@ -62,7 +63,8 @@ COLOUR_NAMES = tuple(render_lib.COLOUR_RGB)
 SPLITS = ("train", "validation", "test", "test_compositional")
 DEFAULT_SPLIT_SIZES = {"train": 20_000, "validation": 2_000, "test": 2_000,
                        "test_compositional": 2_000}
-IMAGE_SIZES = (32, 64)
+IMAGE_SIZES = (32, 64)  # rendered and stored
+LOAD_SIZES = (16, 32, 64)  # 16: the 32x32 images averaged over 2x2 pixels (`downsample`)
 # Each shape and each colour is held out exactly once, so both stay seen with 5 partners.
 HELD_OUT_PAIRS = (("circle", "purple"), ("square", "orange"), ("triangle", "blue"),
                   ("star", "green"), ("cross", "yellow"), ("diamond", "red"))
@@ -411,12 +413,39 @@ def collate(examples: Sequence[dict]) -> dict:
     return out
 
 
+def downsample(images, size: int) -> np.ndarray:
+    """uint8 [N, S, S, C] -> uint8 [N, size, size, C], each pixel the rounded mean of an
+    (S / size)^2 square (box filtering: colours stay exact inside objects)."""
+    images = np.asarray(images)
+    n, s, _, c = images.shape
+    f = s // size
+    if f * size != s:
+        raise ValueError(f"cannot average {s}x{s} images down to {size}x{size}")
+    if f == 1:
+        return images
+    mean = images.reshape(n, size, f, size, f, c).astype(np.float32).mean((2, 4))
+    return np.round(mean).astype(np.uint8)
+
+
+def _stored_size(image_size: int) -> int:
+    if image_size not in LOAD_SIZES:
+        raise ConfigError(f"image_size={image_size!r}; allowed: {LOAD_SIZES}")
+    return max(image_size, IMAGE_SIZES[0])
+
+
 def load(split: str, image_size: int = 32, data_dir=None) -> dict:
     """The whole `split` as arrays and lists (see the module docstring); generates the dataset
-    on first use (under a minute, no download)."""
+    on first use (under a minute, no download). `image_size` 16 averages the 32x32 images over
+    2x2 pixels (`downsample`) and halves boxes, centres and radii."""
     _check_split(split)
-    source = builder(image_size, data_dir).as_data_source(split=split)
-    return collate(source.__getitems__(range(len(source))))
+    stored = _stored_size(image_size)
+    source = builder(stored, data_dir).as_data_source(split=split)
+    data = collate(source.__getitems__(range(len(source))))
+    if stored != image_size:
+        data["image"] = downsample(data["image"], image_size)
+        for key in ("boxes", "center", "radius"):
+            data[key] = data[key] * np.float32(image_size / stored)
+    return data
 
 
 def tokenizer(image_size: int = 32, data_dir=None):
@@ -435,6 +464,7 @@ def tokenizer(image_size: int = 32, data_dir=None):
     from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
                             trainers)
 
+    image_size = _stored_size(image_size)  # the same texts at every size
     path = pathlib.Path(builder(image_size, data_dir).data_dir) / "tokenizer.json"
     if not path.is_file():
         train = load("train", image_size, data_dir)

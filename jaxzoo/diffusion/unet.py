@@ -16,10 +16,21 @@ with ``out_channels`` channels. Optional conditioning, all per sample:
   text-encoder outputs. Every attention layer projects them to keys and values and
   concatenates those to the image's own keys and values (GLIDE, Nichol et al. 2022, arXiv
   2112.10741, Sec. 2.3 / App. A), so each pixel attends to the pixels and the tokens at once.
+* ``context_pooled`` ``[B, context_dim]``: one vector summarising the text (GLIDE: the text
+  transformer's final token; Imagen: the pooled frozen embedding) projected and added to the
+  time embedding. Dropped together with ``context``.
 * ``drop`` ``[B]`` bool: replaces that sample's conditioning by the null conditioning (null
-  class, zero vector, all text tokens masked out) for classifier-free guidance training
+  class, zero vectors, all text tokens masked out) for classifier-free guidance training
   (Ho & Salimans 2022, arXiv 2207.12598, Alg. 1) and for the unconditional half of a guided
-  sampler call (:func:`denoiser`).
+  sampler call (:func:`denoiser`). ``drop_cond`` drops only ``cond`` (and its tokens),
+  ``drop_context`` only the text (``context`` and ``context_pooled``): DALL-E 2 drops the
+  CLIP embedding and the caption independently (Sec. 2.1). A dropped text is the empty
+  sequence: no tokens to attend to, a zero pooled vector.
+* ``low_res`` ``[B, h, w, C]`` and ``aug_t`` ``[B]`` (``super_res=True``): Imagen's
+  super-resolution models (Saharia et al. 2022, arXiv 2205.11487, Sec. 2.4) see the
+  low-resolution image, bilinearly resized to ``x``'s size and concatenated to ``x``'s
+  channels, and the level ``aug_t`` (in timestep units) of the noise it was augmented with,
+  embedded like ``t`` and added to the time embedding. Neither is ever dropped.
 
 Architecture (Ho et al. 2020, arXiv 2006.11239, App. B; the released TF code): a 3x3 stem,
 ``len(channel_mult)`` levels of ``num_res_blocks`` ResBlocks (GroupNorm, swish, 3x3 conv, time
@@ -33,14 +44,18 @@ sinusoidal (Vaswani et al. 2017 Sec. 3.5, sines then cosines) followed by Dense-
 ``GroupNorm(h) * (1 + scale) + shift`` of Nichol & Dhariwal 2021 (arXiv 2102.09672, Sec. 3.6)
 used by GLIDE and Imagen; the DDPM default adds it. With the paper settings (128 channels,
 multipliers (1, 2, 2, 2), attention at 16x16) the CIFAR-10 model has DDPM's 35.7M parameters.
+``skip_scale`` multiplies every skip connection fed to the decoder (Imagen's Efficient U-Net,
+App. B.1, scales them by ``1/sqrt(2)``); ``num_res_blocks`` may be a sequence, one count per
+level (Efficient U-Net: more blocks at low resolution).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
@@ -149,13 +164,16 @@ class UNet(nn.Module):
         rows; the last one is the null class).
       cond_dim: > 0 enables the ``cond`` vector (projected, added to the time embedding).
       num_cond_tokens: > 0 also projects ``cond`` to that many context tokens (DALL-E 2: 4).
-      context_dim: > 0 enables ``context`` tokens (cross-attention in every attention layer).
+      context_dim: > 0 enables ``context`` tokens (cross-attention in every attention layer)
+        and the ``context_pooled`` vector.
+      super_res: the model takes ``low_res`` and ``aug_t`` (Imagen's super-resolution stages).
+      skip_scale: factor on the skip connections (Imagen: ``1/sqrt(2)``).
     """
 
     out_channels: int
     channels: int = 128
     channel_mult: Sequence[int] = (1, 2, 2, 2)
-    num_res_blocks: int = 2
+    num_res_blocks: Union[int, Sequence[int]] = 2
     attention_resolutions: Sequence[int] = (16,)
     num_heads: int = 1
     dropout: float = 0.0
@@ -165,12 +183,17 @@ class UNet(nn.Module):
     cond_dim: int = 0
     num_cond_tokens: int = 0
     context_dim: int = 0
+    super_res: bool = False
+    skip_scale: float = 1.0
 
-    def _conditioning(self, batch, label, cond, context, context_mask, drop):
+    def _conditioning(self, batch, label, cond, context, context_mask, context_pooled, drop,
+                      drop_cond, drop_context):
         """Embedding added to the time embedding ``[B, E]`` (or 0) and the context tokens."""
         emb_dim = 4 * self.channels
         extra = jnp.zeros((batch, emb_dim))
-        keep = jnp.ones((batch,), bool) if drop is None else ~jnp.asarray(drop, bool)
+        flag = lambda d: jnp.zeros((batch,), bool) if d is None else jnp.asarray(d, bool)  # noqa: E731
+        keep = ~flag(drop)
+        keep_cond, keep_text = keep & ~flag(drop_cond), keep & ~flag(drop_context)
         if self.num_classes > 0:
             label = (jnp.full((batch,), self.num_classes, jnp.int32) if label is None
                      else jnp.asarray(label, jnp.int32))
@@ -185,16 +208,22 @@ class UNet(nn.Module):
             if context.ndim != 3 or context.shape[-1] != self.context_dim:
                 raise ValueError(f"context must be [B, L, {self.context_dim}]; got {context.shape}")
             token_mask = (jnp.ones(context.shape[:2], bool) if context_mask is None
-                          else jnp.asarray(context_mask, bool)) & keep[:, None]
+                          else jnp.asarray(context_mask, bool)) & keep_text[:, None]
             tokens = context
-        elif context is not None:
+            if context_pooled is not None:
+                if context_pooled.shape != (batch, self.context_dim):
+                    raise ValueError(f"context_pooled must be [B, {self.context_dim}] = "
+                                     f"[{batch}, {self.context_dim}]; got {context_pooled.shape}")
+                pooled = jnp.where(keep_text[:, None], context_pooled, 0.0)
+                extra = extra + nn.Dense(emb_dim, name="pooled_proj")(pooled)
+        elif context is not None or context_pooled is not None:
             raise ValueError("context given but context_dim=0: the model has no cross-attention")
         if self.cond_dim > 0:
             cond = jnp.zeros((batch, self.cond_dim)) if cond is None else jnp.asarray(cond)
             if cond.shape != (batch, self.cond_dim):
                 raise ValueError(f"cond must be [B, {self.cond_dim}] = [{batch}, {self.cond_dim}]; "
                                  f"got {cond.shape}")
-            cond = jnp.where(keep[:, None], cond, 0.0)
+            cond = jnp.where(keep_cond[:, None], cond, 0.0)
             extra = extra + nn.Dense(emb_dim, name="cond_proj")(cond)
             if self.num_cond_tokens > 0:
                 if self.context_dim <= 0:
@@ -213,7 +242,8 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, t, *, label=None, cond=None, context=None, context_mask=None,
-                 drop=None, train: bool = False):
+                 context_pooled=None, low_res=None, aug_t=None, drop=None, drop_cond=None,
+                 drop_context=None, train: bool = False):
         """``x`` ``[B, H, W, C]``, ``t`` ``[B]`` (or scalar) -> ``[B, H, W, out_channels]``."""
         if x.ndim != 4:
             raise ValueError(f"x must be [B, H, W, C]; got shape {x.shape}")
@@ -225,15 +255,30 @@ class UNet(nn.Module):
         t = jnp.broadcast_to(jnp.asarray(t), (b,))
         emb = timestep_embedding(t, self.channels)
         emb = nn.Dense(4 * self.channels)(nn.swish(nn.Dense(4 * self.channels)(emb)))
-        extra, tokens, token_mask = self._conditioning(b, label, cond, context, context_mask, drop)
+        extra, tokens, token_mask = self._conditioning(b, label, cond, context, context_mask,
+                                                       context_pooled, drop, drop_cond, drop_context)
         emb = emb + extra
+        if self.super_res:
+            if low_res is None or aug_t is None:
+                raise ValueError("super_res=True needs low_res [B, h, w, C] and aug_t [B]")
+            aug = timestep_embedding(jnp.broadcast_to(jnp.asarray(aug_t), (b,)), self.channels)
+            emb = emb + nn.Dense(4 * self.channels, name="aug_embed")(aug)
+            up = jax.image.resize(low_res, (b, height, width, low_res.shape[-1]), "bilinear")
+            x = jnp.concatenate([x, up.astype(x.dtype)], axis=-1)
+        elif low_res is not None or aug_t is not None:
+            raise ValueError("low_res / aug_t given but super_res=False")
+        blocks = self.num_res_blocks
+        blocks = (blocks,) * levels if isinstance(blocks, int) else tuple(blocks)
+        if len(blocks) != levels:
+            raise ValueError(f"num_res_blocks={self.num_res_blocks} needs one count per level of "
+                             f"channel_mult={tuple(self.channel_mult)}")
 
         res = lambda ch: ResBlock(ch, self.dropout, self.num_groups, self.scale_shift_norm)
         attn = lambda: AttentionBlock(self.num_heads, self.num_groups)
         h = nn.Conv(self.channels, (3, 3), name="stem")(x)
         skips = [h]
         for level, mult in enumerate(self.channel_mult):
-            for _ in range(self.num_res_blocks):
+            for _ in range(blocks[level]):
                 h = res(self.channels * mult)(h, emb, train)
                 if h.shape[1] in self.attention_resolutions:
                     h = attn()(h, tokens, token_mask)
@@ -245,8 +290,9 @@ class UNet(nn.Module):
         h = attn()(h, tokens, token_mask)
         h = res(h.shape[-1])(h, emb, train)
         for level, mult in reversed(list(enumerate(self.channel_mult))):
-            for _ in range(self.num_res_blocks + 1):
-                h = res(self.channels * mult)(jnp.concatenate([h, skips.pop()], -1), emb, train)
+            for _ in range(blocks[level] + 1):
+                skip = skips.pop() * self.skip_scale
+                h = res(self.channels * mult)(jnp.concatenate([h, skip], -1), emb, train)
                 if h.shape[1] in self.attention_resolutions:
                     h = attn()(h, tokens, token_mask)
             if level != 0:
@@ -260,32 +306,32 @@ class _Apply:
     """Hashable ``(params, conditioning, x, t) -> out`` for :class:`~jax.tree_util.Partial`:
     equal models give equal callables, so the sampler's jit cache is reused."""
 
-    model: UNet
+    model: nn.Module
     guided: bool
 
     def __call__(self, params, conditioning, x, t):
         if not self.guided:
             return self.model.apply(params, x, t, **conditioning)
         b = x.shape[0]
-        twice = lambda a: None if a is None else jnp.concatenate([a, a], 0)
+        twice = lambda a: jnp.concatenate([a, a], 0)  # noqa: E731
         doubled = {k: twice(v) for k, v in conditioning.items()}
         drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
         out = self.model.apply(params, twice(x), twice(t), drop=drop, **doubled)
         return out[:b], out[b:]
 
 
-def denoiser(model: UNet, params: Any, *, guided: bool = False, label=None, cond=None,
-             context=None, context_mask=None) -> Partial:
+def denoiser(model: nn.Module, params: Any, *, guided: bool = False, **conditioning) -> Partial:
     """The model as the samplers' ``denoise_fn(x, t)`` (evaluation mode, no dropout).
 
-    Unguided: returns ``model(x, t, **conditioning)``. ``guided=True``: one network call on the
-    doubled batch returns the pair ``(conditional, unconditional)`` that
-    :func:`jaxzoo.diffusion.samplers.sample` combines with its ``guidance_scale``. Conditioning
-    arrays have the batch size of ``x``. The result is a ``jax.tree_util.Partial`` whose leaves
-    are ``params`` and the conditioning, so calling the sampler again with new parameters or
-    labels of the same shapes does not recompile it.
+    ``model`` is a :class:`UNet` or any module called as ``model(x, t, drop=..., **conditioning)``
+    (the text-conditioned wrappers of GLIDE, Imagen and DALL-E 2); conditioning arrays (e.g.
+    ``label``, ``cond``, ``context``, ``context_mask``, ``tokens``; None values are left out)
+    have the batch size of ``x``. Unguided: returns ``model(x, t, **conditioning)``.
+    ``guided=True``: one network call on the doubled batch returns the pair
+    ``(conditional, unconditional)`` that :func:`jaxzoo.diffusion.samplers.sample` combines
+    with its ``guidance_scale``; the second half is called with ``drop=True``. The result is a
+    ``jax.tree_util.Partial`` whose leaves are ``params`` and the conditioning, so calling the
+    sampler again with new parameters or conditioning of the same shapes does not recompile.
     """
-    conditioning = {"label": label, "cond": cond, "context": context,
-                    "context_mask": context_mask}
     conditioning = {k: v for k, v in conditioning.items() if v is not None}
     return Partial(_Apply(model, bool(guided)), params, conditioning)
