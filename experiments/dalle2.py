@@ -31,7 +31,7 @@ from jaxzoo import viz
 from jaxzoo.clip import evaluation as clip_eval, training as clip_training
 from jaxzoo.data import pipeline, shapeworld
 from jaxzoo.diffusion import prior as prior_lib, text_to_image as t2i
-from jaxzoo.diffusion.glide import TextUNet
+from jaxzoo.diffusion.glide import TextUNet, encode_captions
 from jaxzoo.diffusion.unet import UNet
 from jaxzoo.nn.towers import TextTransformer
 from jaxzoo.train import cli, loop, mesh as mesh_lib, metrics as metrics_lib
@@ -214,8 +214,8 @@ def train_and_evaluate(config, workdir, hooks=()):
 
     def decode(embeddings):
         return lambda tokens, key, **setting: t2i.sample(  # noqa: E731
-            config, decoder, params, {"tokens": tokens, "cond": embeddings}, key, (size, size, 3),
-            **setting)
+            config, decoder, params, dict(encode_captions(decoder, params, tokens), cond=embeddings),
+            key, (size, size, 3), **setting)
 
     score = t2i.scorer(config)
     metrics, images_by = t2i.evaluate(config, decode(best), t2i.settings(config), bench, score, key)

@@ -17,10 +17,11 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxzoo.clip import training as clip_training
 from jaxzoo.diffusion import text_to_image as t2i
-from jaxzoo.diffusion.glide import TextUNet
+from jaxzoo.diffusion.glide import TextUNet, encode_captions
 from jaxzoo.diffusion.unet import UNet
 from jaxzoo.nn.towers import TextTransformer
 from jaxzoo.train import cli, loop, mesh as mesh_lib, metrics as metrics_lib
@@ -60,6 +61,19 @@ def load_training_data(config, tok):
     return t2i.pairs(config, t2i.load_split(config, "train"), tok)
 
 
+def save_validation_samples(config, generate, tok, workdir, key, num: int = 16):
+    """samples.png: the first `num` validation captions of a TFDS dataset, sampled at
+    `eval.sweep_steps` steps and `eval.guidance_scale`."""
+    pairs = clip_training.TFDSPairs(config, "validation", tok)
+    tokens = np.stack([pairs[i]["tokens"][0] for i in range(min(num, len(pairs)))])
+    e = config.eval
+    images = generate(tokens, key, num_steps=e.sweep_steps, guidance_scale=e.guidance_scale,
+                      threshold=e.threshold)
+    if jax.process_index() == 0:
+        texts = [tok.decode([int(i) for i in row], skip_special_tokens=True) for row in tokens]
+        t2i.save_captioned(workdir / "samples.png", t2i.to_uint8(images), texts)
+
+
 def train_and_evaluate(config, workdir, hooks=()):
     """Trains, then evaluates and writes eval.json. Returns the eval dict (None if preempted)."""
     workdir = pathlib.Path(workdir)
@@ -75,9 +89,10 @@ def train_and_evaluate(config, workdir, hooks=()):
     key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
     size = config.data.image_size
     generate = lambda tokens, key, **setting: t2i.sample(  # noqa: E731
-        config, model, params, {"tokens": tokens}, key, (size, size, 3), **setting)
-    if config.data.name == "tfds":
-        return None  # no ShapeWorld probe for arbitrary pairs
+        config, model, params, encode_captions(model, params, tokens), key, (size, size, 3), **setting)
+    if config.data.name == "tfds":  # no ShapeWorld probe for arbitrary pairs: pictures only
+        save_validation_samples(config, generate, tok, workdir, key)
+        return None
     bench = t2i.benchmark(config, tok)
     metrics, images = t2i.evaluate(config, generate, t2i.settings(config), bench, t2i.scorer(config),
                                    key)

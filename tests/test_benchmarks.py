@@ -67,11 +67,12 @@ def test_sr_benchmark_quick(tmp_path):
 @pytest.mark.slow
 def test_diffusion_benchmark_quick(tmp_path):
     res = run_quick("diffusion", tmp_path)
-    g = res["guidance"]  # guided sampling measured against unguided, in the same process
-    assert set(g["seconds"]) == {"unguided", "guided_one_call", "guided_two_calls"}
-    assert all(v > 0 for v in g["seconds"].values())
-    assert g["guided_one_call_over_unguided"] == pytest.approx(
-        g["seconds"]["guided_one_call"] / g["seconds"]["unguided"])
+    for batch in (4, 32):  # guided sampling measured against unguided, in the same process
+        g = res["guidance"][f"batch_{batch}"]
+        assert set(g["seconds"]) == {"unguided", "guided_one_call", "guided_two_calls"}
+        assert all(v > 0 for v in g["seconds"].values())
+        assert g["guided_one_call_over_unguided"] == pytest.approx(
+            g["seconds"]["guided_one_call"] / g["seconds"]["unguided"])
     # The adaptive reference solve agrees with the Gaussian's closed-form probability-flow map.
     assert res["gaussian_reference_check"]["adaptive_vs_closed_form_rms"] < 1e-6
     g = res["gaussian"]

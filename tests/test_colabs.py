@@ -7,7 +7,11 @@ import sys
 
 import pytest
 
-from conftest import REPO, launcher_env
+from conftest import REPO, T2I_TINY, launcher_env
+
+# The launcher smoke tests' tiny settings, as the colab's {model: {key: value}} overrides.
+_T2I_OVERRIDES = {m: dict(a[len("--config."):].split("=", 1) for a in args)
+                  for m, args in T2I_TINY.items()}
 
 # Per notebook: replacement source for the cell tagged "parameters".
 SMOKE_PARAMETERS = {
@@ -48,6 +52,14 @@ SMOKE_PARAMETERS = {
         "'seq_len': '16', 'batch_size': '4', 'data.max_train_bytes': '20000', "
         "'optim.warmup_steps': '1', 'log_every': '1', 'eval.batch_size': '4', "
         "'eval.sample_tokens': '8'}\n"),
+    "text_to_image.ipynb": (
+        "from jaxzoo.data import shapeworld as _sw, tfds_utils as _tfds\n"
+        "import tempfile as _tempfile\n"
+        "DATA_DIR = _tempfile.mkdtemp()\n"
+        "_tfds.prepare(_sw.ShapeWorld, DATA_DIR, config='size_32', split_sizes={'train': 96, "
+        "'validation': 8, 'test': 80, 'test_compositional': 48})\n"
+        "MODELS = ('glide', 'imagen', 'dalle2')\n"
+        f"OVERRIDES = {_T2I_OVERRIDES!r}\n"),
 }
 
 

@@ -61,12 +61,12 @@ def get_config(variant=None):
         text_width=64, text_depth=2, text_heads=4, channels=32, channel_mult=(1, 2, 2),
         num_res_blocks=1, attention_resolutions=(8, 4), num_heads=4, num_groups=8, dropout=0.0,
         num_cond_tokens=4))
-    c.batch_size, c.total_steps, c.ema_decay = 64, 2000, 0.999
-    c.optim = ml_collections.ConfigDict(dict(lr=2e-3, warmup_steps=100, weight_decay=0.0,
+    c.batch_size, c.total_steps, c.ema_decay = 32, 3000, 0.995
+    c.optim = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=100, weight_decay=0.0,
                                              grad_clip=1.0))
     c.prior = ml_collections.ConfigDict(dict(
-        width=128, depth=4, num_heads=4, text_dropout=0.1, batch_size=256, total_steps=3000,
-        ema_decay=0.999, lr=1e-3, warmup_steps=100, weight_decay=0.0, num_samples=2,
+        width=128, depth=4, num_heads=4, text_dropout=0.1, batch_size=64, total_steps=2000,
+        ema_decay=0.995, lr=1e-3, warmup_steps=100, weight_decay=0.0, num_samples=2,
         guidance_scale=1.0, num_steps=25, schedule="cosine"))
     c.eval = ml_collections.ConfigDict(dict(
         method="dpmpp_2m", spacing="trailing", num_steps=(10, 25, 50), guidance_scale=3.0,

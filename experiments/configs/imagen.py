@@ -74,13 +74,13 @@ def get_config(variant=None):
     # The base model trains in workdir/base/ with the top-level settings; the SR model in
     # workdir/sr/ (and workdir/sr_without_aug/) with those of `sr`.
     c.model = _model()
-    c.batch_size, c.total_steps, c.ema_decay = 64, 2000, 0.999
+    c.batch_size, c.total_steps, c.ema_decay = 32, 3000, 0.995
     c.sr = ml_collections.ConfigDict(dict(
         model=_model(channels=16, channel_mult=(1, 2, 2), num_res_blocks=(1, 1, 2),
                      attention_resolutions=(8,)),
-        batch_size=32, total_steps=800, ema_decay=0.999, lr=2e-3, warmup_steps=50,
+        batch_size=32, total_steps=600, ema_decay=0.995, lr=1e-3, warmup_steps=50,
         noise_aug=True, max_aug=0.5, sample_aug=0.2, compare_without_aug=True))
-    c.optim = ml_collections.ConfigDict(dict(lr=2e-3, warmup_steps=100, weight_decay=0.0,
+    c.optim = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=100, weight_decay=0.0,
                                              grad_clip=1.0))
     c.eval = ml_collections.ConfigDict(dict(
         method="dpmpp_2m", spacing="trailing", num_steps=(10, 25, 50), guidance_scale=5.0,

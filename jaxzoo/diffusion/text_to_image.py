@@ -408,13 +408,18 @@ def save_pictures(workdir, images: dict, bench: Benchmark, best: str, per_catego
     pick = []
     for category in probe_lib.CATEGORIES:
         pick += [i for i, s in enumerate(bench.specs) if s.category == category][:per_category]
-    scale = max(1, 128 // images[best].shape[1])
-    empty = np.zeros((len(pick), 0, 4))
-    shapeworld_render.save_picture(workdir / "samples.png", images[best][pick], empty,
-                                       np.zeros(len(pick), int), [bench.texts[i] for i in pick],
-                                       ncols=per_category, scale=scale)
+    save_captioned(workdir / "samples.png", images[best][pick], [bench.texts[i] for i in pick],
+                   ncols=per_category)
     from jaxzoo import viz
 
     cols = pick[::max(1, len(pick) // 8)][:8]
     rows = np.concatenate([x[cols] for x in images.values()]).astype(np.float32) / 255.0
-    viz.save_png(workdir / "settings.png", viz.image_grid(rows, len(cols)), scale=scale // 2 or 1)
+    scale = max(1, 64 // images[best].shape[1])
+    viz.save_png(workdir / "settings.png", viz.image_grid(rows, len(cols)), scale=scale)
+
+
+def save_captioned(path, images_uint8, texts, ncols: int = 4):
+    """A PNG grid of uint8 images, each upscaled to about 128 pixels with its caption under it."""
+    scale = max(1, 128 // images_uint8.shape[1])
+    shapeworld_render.save_picture(path, images_uint8, np.zeros((len(texts), 0, 4)),
+                                   np.zeros(len(texts), int), list(texts), ncols=ncols, scale=scale)

@@ -146,3 +146,21 @@ def test_the_paper_text_tower_pools_at_the_tokenizers_own_end_token(config, tmp_
     embeds = np.asarray(model.apply(variables, tokens, method=model.encode_text))
     # Different captions must not share one embedding (pooling at [BOS], before any word).
     assert np.abs(embeds[0] - embeds[1]).max() > 1e-4
+
+
+def test_glide_paper_variant_trains_on_tfds_pairs_and_draws_validation_captions(config, tmp_path):
+    """GLIDE reads the same prepared pairs (its paper variant's data path) and, with no ShapeWorld
+    probe to score them, draws the first validation captions."""
+    from experiments import glide
+
+    d = config.data
+    g = load_config("experiments/configs/glide.py:paper", {
+        "data.tfds_name": "tiny_pairs", "data.data_dir": d.data_dir, "data.tokenizer": d.tokenizer,
+        "data.image_size": "16", "data.max_len": str(MAX_LEN), "batch_size": "4", "total_steps": "2",
+        "optim.warmup_steps": "1", "model.text_width": "8", "model.text_depth": "1",
+        "model.text_heads": "2", "model.channels": "8", "model.channel_mult": "(1, 2)",
+        "model.num_res_blocks": "1", "model.attention_resolutions": "(8,)", "model.num_heads": "2",
+        "model.num_groups": "4", "eval.sweep_steps": "2", "log_every": "1", "checkpoint_every": "2"})
+    assert glide.train_and_evaluate(g, tmp_path) is None
+    assert (tmp_path / "samples.png").stat().st_size > 0 and (tmp_path / "checkpoints").is_dir()
+    assert not (tmp_path / "eval.json").exists()

@@ -164,3 +164,12 @@ def test_glide_gradients_are_finite_and_reach_the_text_tower(glide):
     assert all(np.isfinite(np.asarray(g)).all() for g in leaves)
     text_grads = jax.tree.leaves(grads["params"]["text"])
     assert max(float(jnp.abs(g).max()) for g in text_grads) > 0
+
+
+def test_glide_with_the_caption_encoded_once_equals_encoding_every_call(glide):
+    model, params, x, t, tokens = glide
+    text = model.apply(params, tokens, method=TextUNet.encode_text)
+    np.testing.assert_allclose(model.apply(params, x, t, **text), model.apply(params, x, t, tokens=tokens),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="pass tokens"):
+        model.apply(params, x, t)

@@ -8,35 +8,10 @@ import json
 import pytest
 
 from jaxzoo.data import shapeworld, tfds_utils
+from conftest import T2I_TINY as TINY
 from jaxzoo.diffusion.probe import CATEGORIES
 
 SMALL = {"train": 96, "validation": 8, "test": 80, "test_compositional": 48}
-SHARED = ["--config.log_every=1", "--config.checkpoint_every=2", "--config.optim.warmup_steps=1",
-          "--config.eval.num_steps=(2,)", "--config.eval.sweep_steps=2", "--config.eval.per_category=2",
-          "--config.eval.batch_size=16", "--config.clip.steps=2", "--config.probe.steps=2",
-          "--config.probe.widths=(4,)", "--config.probe.feature_dim=8"]
-UNET = ["--config.model.channels=8", "--config.model.channel_mult=(1,2)",
-        "--config.model.attention_resolutions=(8,)", "--config.model.num_heads=2",
-        "--config.model.num_groups=4"]
-TEXT = ["--config.model.text_width=8", "--config.model.text_depth=1", "--config.model.text_heads=2"]
-TINY = {
-    "glide": [*SHARED, *UNET, *TEXT, "--config.total_steps=2", "--config.batch_size=8",
-              "--config.eval.guidance_scales=(0.0,3.0)"],
-    "imagen": [*SHARED, *UNET, "--config.model.num_res_blocks=(1,1)", "--config.total_steps=2",
-               "--config.batch_size=8", "--config.eval.guidance_scales=(1.0,20.0)",
-               "--config.sr.total_steps=2", "--config.sr.batch_size=8", "--config.sr.warmup_steps=1",
-               "--config.sr.model.channels=8", "--config.sr.model.channel_mult=(1,2)",
-               "--config.sr.model.num_res_blocks=(1,1)", "--config.sr.model.attention_resolutions=(8,)",
-               "--config.sr.model.num_heads=2", "--config.sr.model.num_groups=4",
-               "--config.eval.sr_steps=2", "--config.eval.num_sr_test=6"],
-    "dalle2": [*SHARED, *UNET, *TEXT, "--config.total_steps=2", "--config.batch_size=8",
-               "--config.eval.guidance_scales=(3.0,)", "--config.prior.total_steps=2",
-               "--config.prior.batch_size=8", "--config.prior.warmup_steps=1", "--config.prior.width=16",
-               "--config.prior.depth=1", "--config.prior.num_heads=2", "--config.prior.num_steps=2",
-               "--config.eval.num_variations=2"],
-}
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfds")
