@@ -114,8 +114,9 @@ def decoder_task(config, model: TextUNet, loader) -> loop.Task:
                 "drop_cond": t2i.drop_mask(k1, config.embed_dropout, b),
                 "drop_context": t2i.drop_mask(k2, config.caption_dropout, b)}
 
-    init = lambda key: model.init(key, jnp.zeros((1, size, size, 3)), jnp.zeros((1,), jnp.int32),  # noqa: E731
-                                  tokens=jnp.zeros((1, config.data.max_len), jnp.int32),
+    zeros = lambda *shape: jnp.zeros(shape, jnp.int32)  # noqa: E731
+    init = lambda key: model.init(key, jnp.zeros((1, size, size, 3)), zeros(1),  # noqa: E731
+                                  tokens=zeros(1, config.data.max_len),
                                   cond=jnp.zeros((1, e)))
     return loop.Task(init_params=init, loss_fn=t2i.denoising_loss_fn(config, model, conditioning),
                      tx=t2i.optimizer(config), loader=loader)

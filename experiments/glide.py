@@ -6,9 +6,10 @@ with classifier-free guidance and scored by the shared text-to-image evaluation.
 Writes to the workdir: config.json, metrics.jsonl, checkpoints/, eval.json (the metrics of
 `jaxzoo.diffusion.text_to_image.evaluate` for every setting `steps<N>_w<weight>_<threshold>`:
 the sampler steps of `eval.num_steps` at `eval.guidance_scale`, and every weight of
-`eval.guidance_scales` at `eval.sweep_steps` steps), samples.png (test captions of every category at the best setting,
-with their captions) and settings.png (one row per setting, the same captions). The scoring CLIP
-and probe are trained on first use and cached beside the dataset.
+`eval.guidance_scales` at `eval.sweep_steps` steps), samples.png (test captions of every
+category at the best setting, with their captions) and settings.png (one row per setting, the
+same captions). The scoring CLIP and probe are trained on first use and cached beside the
+dataset.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def make_task(config, model: TextUNet, loader) -> loop.Task:
         return {"tokens": batch["tokens"],
                 "drop": t2i.drop_mask(key, config.caption_dropout, len(batch["tokens"]))}
 
-    init = lambda key: model.init(key, jnp.zeros((1, size, size, 3)), jnp.zeros((1,), jnp.int32),  # noqa: E731
-                                  tokens=jnp.zeros((1, config.data.max_len), jnp.int32))
+    zeros = lambda *shape: jnp.zeros(shape, jnp.int32)  # noqa: E731
+    init = lambda key: model.init(key, jnp.zeros((1, size, size, 3)), zeros(1),  # noqa: E731
+                                  tokens=zeros(1, config.data.max_len))
     return loop.Task(init_params=init, loss_fn=t2i.denoising_loss_fn(config, model, conditioning),
                      tx=t2i.optimizer(config), loader=loader)
 
