@@ -49,7 +49,8 @@ def make_unet(m, context_dim: int, super_res: bool = False) -> UNet:
 
 def stage_config(config, stage: str, **sr_overrides) -> ml_collections.ConfigDict:
     """The run config of one stage: the base model's is `config`; an SR stage's has the top-level
-    batch size, steps, EMA, learning rate and model of `config.sr` (with `sr_overrides`)."""
+    batch size, steps, EMA, learning rate, prediction and model of `config.sr` (with
+    `sr_overrides`)."""
     c = ml_collections.ConfigDict(config.to_dict())
     if stage != "base":
         s = c.sr
@@ -57,6 +58,7 @@ def stage_config(config, stage: str, **sr_overrides) -> ml_collections.ConfigDic
         c.model = s.model
         c.batch_size, c.total_steps, c.ema_decay = s.batch_size, s.total_steps, s.ema_decay
         c.optim.lr, c.optim.warmup_steps = s.lr, s.warmup_steps
+        c.diffusion.prediction = s.prediction
     c.lock()
     return c
 

@@ -47,7 +47,7 @@ def test_imagen_trains_the_cascade_and_compares_thresholds(run_launcher, data_di
     run_launcher("experiments.imagen", "experiments/configs/imagen.py:cpu", tmp_path, *TINY["imagen"],
                  f"--config.data.data_dir={data_dir}")
     ev = json.loads((tmp_path / "eval.json").read_text())
-    _check_common(ev, ["steps2_w3_dynamic"] + [f"steps2_w{w}_{th}" for w in ("1", "20")
+    _check_common(ev, ["steps2_w5_dynamic"] + [f"steps2_w{w}_{th}" for w in ("1", "20")
                                                for th in ("static", "dynamic")])
     for suffix in ("", "_without_aug"):
         assert 0.0 <= ev[f"cascade{suffix}_caption_accuracy_single"] <= 1.0
